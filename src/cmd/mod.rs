@@ -1,0 +1,3 @@
+//! One module per subcommand: argument struct and `run`.
+
+pub mod traveltime;

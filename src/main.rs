@@ -1,0 +1,32 @@
+//! The `eikoloc` command line: a thin layer over the library; anyhow lives only here.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "eikoloc", version, about = "Real-time earthquake location with eikonal PINN traveltimes and SVGD posteriors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
+    Traveltime(cmd::traveltime::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Traveltime(a) => cmd::traveltime::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
