@@ -400,9 +400,16 @@ impl LayeredExact {
             }
             (x, dx)
         };
-        let mut t = 0.0f64;
+        // the fastest layer has the largest angle, so tan(angle) there is at least that of the
+        // straight line: a start left of the root, where Newton on a concave X stays monotone
+        let mut t = r / (zb - zt);
+        if !t.is_finite() {
+            t = 0.0;
+        }
         let tol = 1e-12 * r.max(1.0);
-        for _ in 0..200 {
+        for _iter in 0..200 {
+            #[cfg(test)]
+            NEWTON_ITERS.with(|c| c.set(c.get() + 1));
             let (x, dx) = eval(t);
             let res = r - x;
             if res.abs() <= tol {
@@ -429,6 +436,12 @@ impl LayeredExact {
         // the shallow end leaves downward (deeper shallow end: shorter path), the deep end upward
         (p * r + tau, p, -eta_of(i0), eta_of(i1))
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Newton evaluations, counted in tests to keep the solver's cost in check.
+    static NEWTON_ITERS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl TraveltimeModel for LayeredExact {
@@ -789,6 +802,26 @@ mod tests {
             }
         }
         assert!(checked > 1500, "only {checked} points checked");
+    }
+
+    #[test]
+    fn newton_converges_in_few_iterations() {
+        // Ridgecrest-like model: nearly equal velocities in adjacent layers make X(t) saturate,
+        // the hard case for the direct-ray iteration
+        let lm = model(&[(0.0, 4.746, 2.469), (1.0, 4.793, 2.470), (2.0, 4.799, 2.929), (3.0, 5.045, 2.930), (6.0, 6.708, 3.907), (8.0, 6.725, 3.963), (30.0, 7.8, 4.5)]);
+        let m = LayeredExact::new(lm);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let calls = 2000;
+        NEWTON_ITERS.with(|c| c.set(0));
+        let mut worst = 0;
+        for _ in 0..calls {
+            let before = NEWTON_ITERS.with(|c| c.get());
+            m.radial_time_s(Phase::P, rng.gen_range(0.0..150.0), rng.gen_range(0.0..30.0), -rng.gen_range(-0.2..3.0)).unwrap();
+            worst = worst.max(NEWTON_ITERS.with(|c| c.get()) - before);
+        }
+        let mean = NEWTON_ITERS.with(|c| c.get()) as f64 / calls as f64;
+        println!("Newton evaluations per call: mean {mean:.2}, worst {worst}");
+        assert!(mean < 8.0 && worst < 40, "mean {mean}, worst {worst}");
     }
 
     fn lm_near_interface(m: &LayeredExact, z: f64, h: f64) -> bool {
