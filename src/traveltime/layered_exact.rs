@@ -262,6 +262,40 @@ impl LayeredExact {
         zs_km: f64,
         zr_km: f64,
     ) -> Result<RadialArrival, TraveltimeError> {
+        let mut best: Option<RadialArrival> = None;
+        self.visit_paths(phase, r_km, zs_km, zr_km, |a| {
+            if best.is_none_or(|b| a.t_s < b.t_s) {
+                best = Some(a);
+            }
+        })?;
+        // the direct ray always exists, so there is always a candidate
+        best.ok_or_else(|| TraveltimeError::Other("no path found".into()))
+    }
+
+    /// Every path that exists between the end points (direct ray first, then head waves), not
+    /// only the first arrival; allocates, so meant for diagnostics and tests, not hot loops.
+    pub fn arrivals(
+        &self,
+        phase: Phase,
+        r_km: f64,
+        zs_km: f64,
+        zr_km: f64,
+    ) -> Result<Vec<RadialArrival>, TraveltimeError> {
+        let mut all = Vec::new();
+        self.visit_paths(phase, r_km, zs_km, zr_km, |a| all.push(a))?;
+        Ok(all)
+    }
+
+    /// Calls `f` with the direct ray and every existing head wave.
+    #[inline]
+    fn visit_paths(
+        &self,
+        phase: Phase,
+        r_km: f64,
+        zs_km: f64,
+        zr_km: f64,
+        mut f: impl FnMut(RadialArrival),
+    ) -> Result<(), TraveltimeError> {
         if !(r_km.is_finite() && zs_km.is_finite() && zr_km.is_finite()) {
             return Err(TraveltimeError::NonFinite);
         }
@@ -277,17 +311,30 @@ impl LayeredExact {
         } else {
             (zr_km, zs_km)
         };
-        // derivatives with respect to the shallower / deeper end point
-        let (mut best_t, mut best_p, mut best_dzt, mut best_dzb) = self.direct(tab, r_km, zt, zb);
-        let mut best_path = ArrivalPath::Direct;
+        // derivatives are computed with respect to the shallower / deeper end point
+        let mut emit = |t_s: f64, p: f64, dzt: f64, dzb: f64, path: ArrivalPath| {
+            let (dzs, dzr) = if source_shallower {
+                (dzt, dzb)
+            } else {
+                (dzb, dzt)
+            };
+            f(RadialArrival {
+                t_s,
+                dt_dr_s_per_km: p,
+                dt_dzs_s_per_km: dzs,
+                dt_dzr_s_per_km: dzr,
+                path,
+            })
+        };
+        let (t, p, dzt, dzb) = self.direct(tab, r_km, zt, zb);
+        emit(t, p, dzt, dzb, ArrivalPath::Direct);
         let n = self.tops_km.len();
         let it = self.index_below(zt);
         let ib_above = self.index_above(zb);
         // head waves below: interfaces j with tops[j] >= zb
         for j in (ib_above + 1)..n {
             if it < tab.below_top_ok[j] {
-                // a layer above j on the path is at least as fast: no later j can slide either
-                // unless it is faster still, so keep looking
+                // a layer on the path above j is at least as fast as layer j
                 continue;
             }
             let p = tab.u[j];
@@ -310,17 +357,17 @@ impl LayeredExact {
             if x_t + x_b > r_km {
                 continue; // before the critical distance the head wave does not exist
             }
-            let t = p * r_km + tau_t + tau_b;
-            if t < best_t {
-                (best_t, best_p, best_dzt, best_dzb) = (t, p, -eta_t, -eta_b);
-                best_path = ArrivalPath::HeadBelow { interface: j };
-            }
+            emit(
+                p * r_km + tau_t + tau_b,
+                p,
+                -eta_t,
+                -eta_b,
+                ArrivalPath::HeadBelow { interface: j },
+            );
         }
         // head waves above: interfaces j with tops[j] <= zt, sliding in layer j-1
-        let it_below = it;
-        for j in 1..=it_below.min(n - 1) {
-            let ib = ib_above;
-            if ib > tab.above_bot_ok[j] {
+        for j in 1..=it.min(n - 1) {
+            if ib_above > tab.above_bot_ok[j] {
                 continue;
             }
             let p = tab.u[j - 1];
@@ -339,28 +386,19 @@ impl LayeredExact {
                 )
             };
             let (tau_t, x_t, eta_t) = leg(zt, self.index_above(zt));
-            let (tau_b, x_b, eta_b) = leg(zb, ib);
+            let (tau_b, x_b, eta_b) = leg(zb, ib_above);
             if x_t + x_b > r_km {
                 continue;
             }
-            let t = p * r_km + tau_t + tau_b;
-            if t < best_t {
-                (best_t, best_p, best_dzt, best_dzb) = (t, p, eta_t, eta_b);
-                best_path = ArrivalPath::HeadAbove { interface: j };
-            }
+            emit(
+                p * r_km + tau_t + tau_b,
+                p,
+                eta_t,
+                eta_b,
+                ArrivalPath::HeadAbove { interface: j },
+            );
         }
-        let (dzs, dzr) = if source_shallower {
-            (best_dzt, best_dzb)
-        } else {
-            (best_dzb, best_dzt)
-        };
-        Ok(RadialArrival {
-            t_s: best_t,
-            dt_dr_s_per_km: best_p,
-            dt_dzs_s_per_km: dzs,
-            dt_dzr_s_per_km: dzr,
-            path: best_path,
-        })
+        Ok(())
     }
 
     /// Direct ray from depth zt up/down to zb >= zt: (T, p, dT/dzt, dT/dzb).
@@ -808,7 +846,15 @@ mod tests {
     fn newton_converges_in_few_iterations() {
         // Ridgecrest-like model: nearly equal velocities in adjacent layers make X(t) saturate,
         // the hard case for the direct-ray iteration
-        let lm = model(&[(0.0, 4.746, 2.469), (1.0, 4.793, 2.470), (2.0, 4.799, 2.929), (3.0, 5.045, 2.930), (6.0, 6.708, 3.907), (8.0, 6.725, 3.963), (30.0, 7.8, 4.5)]);
+        let lm = model(&[
+            (0.0, 4.746, 2.469),
+            (1.0, 4.793, 2.470),
+            (2.0, 4.799, 2.929),
+            (3.0, 5.045, 2.930),
+            (6.0, 6.708, 3.907),
+            (8.0, 6.725, 3.963),
+            (30.0, 7.8, 4.5),
+        ]);
         let m = LayeredExact::new(lm);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let calls = 2000;
@@ -816,7 +862,13 @@ mod tests {
         let mut worst = 0;
         for _ in 0..calls {
             let before = NEWTON_ITERS.with(|c| c.get());
-            m.radial_time_s(Phase::P, rng.gen_range(0.0..150.0), rng.gen_range(0.0..30.0), -rng.gen_range(-0.2..3.0)).unwrap();
+            m.radial_time_s(
+                Phase::P,
+                rng.gen_range(0.0..150.0),
+                rng.gen_range(0.0..30.0),
+                -rng.gen_range(-0.2..3.0),
+            )
+            .unwrap();
             worst = worst.max(NEWTON_ITERS.with(|c| c.get()) - before);
         }
         let mean = NEWTON_ITERS.with(|c| c.get()) as f64 / calls as f64;
