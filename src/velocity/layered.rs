@@ -546,7 +546,7 @@ mod tests {
             7,
             "vp_km_s",
         );
-        assert_field_err(csv(&format!("\n# c\ndepth_top_km,vp,vs_km_s\n")), 3, "vp");
+        assert_field_err(csv("\n# c\ndepth_top_km,vp,vs_km_s\n"), 3, "vp");
         assert_field_err(csv(&format!("{H}0,5,3\n4,abc,3\n")), 3, "vp_km_s");
         assert_field_err(csv(&format!("{H}0,5,3\n4,6\n")), 3, "vs_km_s");
         assert_field_err(csv(&format!("{H}0,5,3\n4,6,3.5,1\n")), 3, "");
