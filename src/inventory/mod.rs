@@ -9,6 +9,7 @@
 //! [`read_path`] picks the reader by extension: `.xml` is StationXML, anything else CSV.
 
 pub mod csv;
+pub mod stationxml;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use thiserror::Error;
 use crate::domain::{Station, StationCode, StationInventory};
 
 pub use self::csv::{read_csv_path, read_csv_str};
+pub use self::stationxml::{read_stationxml_path, read_stationxml_str};
 
 /// Lowest plausible station elevation, m: below the deepest ocean floor (~ -11 000 m) is a typo.
 pub const MIN_ELEVATION_M: f64 = -12_000.0;
@@ -65,7 +67,15 @@ pub enum InventoryError {
 
 /// Reads a station file, choosing the reader by extension (`.xml`: StationXML; else CSV).
 pub fn read_path(path: &Path) -> Result<StationInventory, InventoryError> {
-    read_csv_path(path)
+    let is_xml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
+    if is_xml {
+        read_stationxml_path(path)
+    } else {
+        read_csv_path(path)
+    }
 }
 
 /// Reads a whole file to text with an error naming it.
