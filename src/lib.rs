@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
+//!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
 //! - [`velocity`]: velocity models (1-D layered, constant gradient, 3-D grid).
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
@@ -18,6 +20,7 @@
 //! Frames and units: local Cartesian km (x east, y north, z depth below sea level, positive
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
+pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod inventory;
