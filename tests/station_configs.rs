@@ -50,10 +50,6 @@ fn every_station_config_loads() {
             );
             assert!((p.z_km + s.elevation_m / 1000.0).abs() < 1e-12);
         }
-        assert!(
-            c.model_dir.is_some(),
-            "{name}: every bundled config names a model folder"
-        );
     }
 }
 
