@@ -104,6 +104,18 @@ impl Bins {
                 max
             );
         }
+        let mut abs: Vec<f64> = self.diffs.iter().flatten().map(|d| d.abs()).collect();
+        abs.sort_by(f64::total_cmp);
+        if !abs.is_empty() {
+            let q = |f: f64| abs[((abs.len() - 1) as f64 * f).round() as usize];
+            println!(
+                "  |diff|: median {:.4} s, p95 {:.4} s, max {:.4} s (n {})",
+                q(0.5),
+                q(0.95),
+                q(1.0),
+                abs.len()
+            );
+        }
     }
 }
 
