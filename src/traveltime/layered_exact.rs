@@ -83,6 +83,10 @@ struct PhaseTables {
 }
 
 /// Exact first-arrival traveltimes for a [`LayeredModel`] (flat Earth), with analytic gradients.
+///
+/// Construction precomputes 6 n^2 numbers per phase for n layers (head-wave legs for every
+/// interface and layer), so a query is O(n) with no allocation; that suits crustal models of up
+/// to a few hundred layers (800 layers: ~60 MB). Queries are `Sync`: call from many threads.
 #[derive(Debug, Clone)]
 pub struct LayeredExact {
     model: LayeredModel,
