@@ -3,6 +3,7 @@
 //! - [`csv`]: the neutral picks CSV of `../shared/data`, the locator's catalog CSV and the
 //!   reference catalogs shipped with the data sets.
 //! - [`quakeml`]: QuakeML 1.2 BED events, picks, origins and arrivals.
+//! - [`nlloc`]: NonLinLoc NLLOC_OBS phase files and the `.hyp` summary of one origin.
 //!
 //! Readers never stop at one bad record: they return the good records plus one
 //! [`RecordProblem`] per rejected record (line, field, reason) in a [`ReadReport`], and fail
@@ -10,6 +11,7 @@
 //! missing header or required column, truncated XML).
 
 pub mod csv;
+pub mod nlloc;
 pub mod quakeml;
 
 use std::fmt;
