@@ -4,6 +4,7 @@
 //!   reference catalogs shipped with the data sets.
 //! - [`quakeml`]: QuakeML 1.2 BED events, picks, origins and arrivals.
 //! - [`nlloc`]: NonLinLoc NLLOC_OBS phase files and the `.hyp` summary of one origin.
+//! - [`hypoinverse`]: Hypoinverse Y2000 archives (summary hypocentre and weighted picks).
 //!
 //! Readers never stop at one bad record: they return the good records plus one
 //! [`RecordProblem`] per rejected record (line, field, reason) in a [`ReadReport`], and fail
@@ -11,6 +12,7 @@
 //! missing header or required column, truncated XML).
 
 pub mod csv;
+pub mod hypoinverse;
 pub mod nlloc;
 pub mod quakeml;
 
@@ -186,23 +188,21 @@ fn sniff_fixed_column(text: &str) -> Option<Format> {
     let line = text
         .lines()
         .map(str::trim_end)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("PUBLIC_ID"))?;
+    // Hypoinverse Y2000 summary: yyyymmddhhmm in the first 12 columns, through depth. Checked
+    // first: a station label never starts with 12 digits.
+    let b = line.as_bytes();
+    if b.len() >= 36 && b[..12].iter().all(u8::is_ascii_digit) {
+        return Some(Format::HypoinverseArchive);
+    }
     let fields: Vec<&str> = line.split_whitespace().collect();
     // NLLOC_OBS: station inst comp onset phase fm YYYYMMDD HHMM ss.ssss GAU err ...
-    if fields.len() >= 11
+    if fields.len() >= 9
         && fields[6].len() == 8
         && fields[6].bytes().all(|b| b.is_ascii_digit())
         && fields[8].parse::<f64>().is_ok()
     {
         return Some(Format::NllocObs);
-    }
-    // Hypoinverse Y2000 summary: starts with a 4-digit year then MMDDHHMM, >= 150 columns.
-    let b = line.as_bytes();
-    if b.len() >= 120
-        && b[..12].iter().all(|c| c.is_ascii_digit() || *c == b' ')
-        && b[..4].iter().all(u8::is_ascii_digit)
-    {
-        return Some(Format::HypoinverseArchive);
     }
     None
 }
@@ -301,6 +301,12 @@ mod tests {
             sniff("NLLOC \"loc/x\" \"LOCATED\" \"Location completed.\"\n"),
             Some(Format::NllocHyp)
         );
+        assert_eq!(
+            sniff("PUBLIC_ID 7\nRC01 ? BHZ ? P ? 20181130 1729 37.0400\n"),
+            Some(Format::NllocObs)
+        );
+        let summary = format!("{:<146}", "202103040506 72537 1712121 3976  630");
+        assert_eq!(sniff(&summary), Some(Format::HypoinverseArchive));
         assert_eq!(sniff("hello world\n"), None);
         assert_eq!(sniff("a,b,c\n1,2,3\n"), None);
     }
