@@ -20,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use crate::domain::{format_utc, UtcTime};
+use crate::domain::{format_utc, Pick, UtcTime};
 
 /// A structural failure: the input as a whole cannot be read.
 #[derive(Debug, Error)]
@@ -207,6 +207,80 @@ fn sniff_fixed_column(text: &str) -> Option<Format> {
     None
 }
 
+/// Picks of one event, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPicks {
+    /// Event id as written in the input (or numbered where the format has none).
+    pub event_id: String,
+    /// Its picks, in input order.
+    pub picks: Vec<Pick>,
+}
+
+/// Reads picks grouped by event from any pick format, recognised by [`sniff`]: picks CSV,
+/// QuakeML, NLLOC_OBS (bare station labels get `default_network`) or Hypoinverse archive.
+/// Returns the format found with the report.
+pub fn read_event_picks(
+    text: &str,
+    options: &PickOptions,
+    default_network: &str,
+) -> Result<(Format, ReadReport<EventPicks>), CatalogError> {
+    let format = sniff(text).ok_or_else(|| {
+        CatalogError::UnknownFormat(
+            "not a picks CSV, QuakeML, NLLOC_OBS or Hypoinverse archive".into(),
+        )
+    })?;
+    let report = match format {
+        Format::PicksCsv => csv::read_picks(text.as_bytes(), options)?,
+        Format::QuakeMl => {
+            let r = quakeml::read_quakeml(text, options)?;
+            let records = r
+                .records
+                .into_iter()
+                .map(|e| EventPicks {
+                    event_id: e.id,
+                    picks: e.picks,
+                })
+                .collect();
+            ReadReport {
+                records,
+                problems: r.problems,
+            }
+        }
+        Format::NllocObs => nlloc::read_nlloc_obs(text, options, default_network)?,
+        Format::HypoinverseArchive => {
+            options.validate()?;
+            let r = hypoinverse::read_hypoinverse_archive(text)?;
+            let records = r
+                .records
+                .into_iter()
+                .map(|e| EventPicks {
+                    event_id: e.event_id,
+                    picks: e.picks.into_iter().map(|p| p.pick).collect(),
+                })
+                .collect();
+            ReadReport {
+                records,
+                problems: r.problems,
+            }
+        }
+        other => {
+            return Err(CatalogError::UnknownFormat(format!(
+                "{other:?} holds no picks"
+            )))
+        }
+    };
+    Ok((format, report))
+}
+
+/// [`read_event_picks`] on a file; errors name the file.
+pub fn read_event_picks_file(
+    path: &Path,
+    options: &PickOptions,
+    default_network: &str,
+) -> Result<(Format, ReadReport<EventPicks>), CatalogError> {
+    read_event_picks(&read_text(path)?, options, default_network).map_err(|e| e.in_file(path))
+}
+
 /// Reader options for formats that carry picks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PickOptions {
@@ -309,6 +383,48 @@ mod tests {
         assert_eq!(sniff(&summary), Some(Format::HypoinverseArchive));
         assert_eq!(sniff("hello world\n"), None);
         assert_eq!(sniff("a,b,c\n1,2,3\n"), None);
+    }
+
+    #[test]
+    fn every_pick_format_reads_through_one_entry_point() {
+        let csv = "event_id,network,station,phase,time_iso\n7,XX,A,P,2020-01-01T00:00:01Z\n";
+        let obs = "PUBLIC_ID 7\nXX_A ? ? ? P ? 20200101 0000 1.0000 GAU 1.00e-01 -1 -1 -1\n";
+        let pick = crate::domain::Pick::new(
+            crate::domain::StationCode::new("XX", "A"),
+            crate::domain::Phase::P,
+            crate::domain::parse_utc("2020-01-01T00:00:01Z").unwrap(),
+            0.1,
+        );
+        let ev = crate::domain::Event {
+            id: "7".into(),
+            picks: vec![pick.clone()],
+            origins: vec![],
+            preferred_origin: None,
+        };
+        let qml = quakeml::to_quakeml(&[ev]);
+        let mut arc = String::from("202001010000 10037 1712121 3976  630\n");
+        arc.push_str("A    XX      IP 0202001010000  100\n");
+        for (text, format) in [
+            (csv, Format::PicksCsv),
+            (obs, Format::NllocObs),
+            (qml.as_str(), Format::QuakeMl),
+            (arc.as_str(), Format::HypoinverseArchive),
+        ] {
+            let (f, r) = read_event_picks(text, &PickOptions::default(), "XX").unwrap();
+            assert_eq!(f, format);
+            assert!(r.problems.is_empty(), "{format:?}: {:?}", r.problems);
+            assert_eq!(r.records.len(), 1, "{format:?}");
+            let got = &r.records[0].picks[0];
+            assert_eq!(
+                (&got.station, got.phase, got.time),
+                (&pick.station, pick.phase, pick.time),
+                "{format:?}"
+            );
+        }
+        assert!(matches!(
+            read_event_picks("hello\n", &PickOptions::default(), ""),
+            Err(CatalogError::UnknownFormat(_))
+        ));
     }
 
     #[test]
