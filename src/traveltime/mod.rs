@@ -5,8 +5,11 @@
 //! with respect to the *source* position, s/km.
 
 pub mod analytic;
+pub mod eikonal;
+pub mod grid;
 
 pub use analytic::AnalyticModel;
+// GRIDUSE
 
 use crate::domain::{LocalPoint, Phase};
 use thiserror::Error;
