@@ -9,7 +9,7 @@ pub mod eikonal;
 pub mod grid;
 
 pub use analytic::AnalyticModel;
-// GRIDUSE
+pub use grid::{GridTraveltime, GridTraveltimeConfig, RadialTime};
 
 use crate::domain::{LocalPoint, Phase};
 use thiserror::Error;
