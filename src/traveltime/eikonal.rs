@@ -63,7 +63,7 @@ use crate::velocity::VelocityModel;
 /// Half-width, in cells, of the box of nodes around the source set analytically.
 pub const INIT_RADIUS_NODES: usize = 2;
 /// Sweeping stops when no tau changes by more than this.
-const SWEEP_TOL: f64 = 1e-7;
+const SWEEP_TOL: f64 = 1e-10;
 /// Upper bound on sweep rounds after fast marching (each round is 2^d passes).
 const MAX_SWEEP_ROUNDS: usize = 12;
 
@@ -415,7 +415,7 @@ impl<'a> Solver<'a> {
         if self.state[idx] >= DONE {
             return;
         }
-        let Some((t_new, tau_new)) = self.local_solve(idx, false) else { return };
+        let Some((t_new, tau_new)) = self.local_solve(idx, self.coords(idx), false) else { return };
         if t_new < self.t[idx] {
             self.t[idx] = t_new;
             self.tau[idx] = tau_new;
@@ -426,8 +426,7 @@ impl<'a> Solver<'a> {
 
     /// The factored upwind update at node `idx` from its accepted neighbours (fast marching)
     /// or from all neighbours with a value (`sweeping`): returns (T, tau).
-    fn local_solve(&self, idx: usize, sweeping: bool) -> Option<(f64, f64)> {
-        let c = self.coords(idx);
+    fn local_solve(&self, idx: usize, c: [usize; 3], sweeping: bool) -> Option<(f64, f64)> {
         let p = self.g.node_km(c[0], c[1], c[2]);
         let d = dist(p, self.src);
         let t0 = d / self.v_src;
@@ -447,7 +446,8 @@ impl<'a> Solver<'a> {
             tau1: f64,
             tau2: Option<f64>,
         }
-        let mut axes: [Option<Axis>; 3] = [None, None, None];
+        let mut used: [Axis; 3] = std::array::from_fn(|a| Axis { a, t1: 0.0, sigma: 0.0, tau1: 0.0, tau2: None });
+        let mut n_used = 0;
         for a in 0..3 {
             let na = self.g.counts[a];
             if na == 1 {
@@ -473,20 +473,27 @@ impl<'a> Solver<'a> {
                     (c[a] + 2 < na).then(|| n1 + st)
                 };
                 let tau2 = n2.filter(|&m| usable(m) && self.t[m] <= self.t[n1]).map(|m| self.tau[m]);
-                axes[a] = Some(Axis { a, t1: self.t[n1], sigma, tau1: self.tau[n1], tau2 });
+                // insertion by upwind time, earliest first (no allocation: this is the hot loop)
+                let item = Axis { a, t1: self.t[n1], sigma, tau1: self.tau[n1], tau2 };
+                let mut pos = n_used;
+                while pos > 0 && used[pos - 1].t1 > item.t1 {
+                    used.swap(pos, pos - 1);
+                    pos -= 1;
+                }
+                used[pos] = item;
+                n_used += 1;
             }
         }
-        let mut used: Vec<Axis> = axes.into_iter().flatten().collect();
-        used.sort_by(|x, y| x.t1.partial_cmp(&y.t1).unwrap_or(Ordering::Equal));
         let h = self.g.spacing_km;
         // try: all axes second order, all first order; then drop the latest axis
-        while !used.is_empty() {
+        while n_used > 0 {
+            let used = &used[..n_used];
             for second in [true, false] {
                 let mut qa = 0.0;
                 let mut qb = 0.0;
                 let mut qc = -s * s;
                 let mut coef = [(0.0f64, 0.0f64); 3];
-                        for ax in &used {
+                for ax in used {
                     let (alpha, beta) = match (second, ax.tau2) {
                         (true, Some(t2)) => (1.5 / h[ax.a], (-4.0 * ax.tau1 + t2) / (2.0 * h[ax.a])),
                         _ => (1.0 / h[ax.a], -ax.tau1 / h[ax.a]),
@@ -518,7 +525,7 @@ impl<'a> Solver<'a> {
                     break; // first order is the same stencil
                 }
             }
-            used.pop();
+            n_used -= 1;
         }
         if sweeping {
             return None; // keep the current value
@@ -539,11 +546,14 @@ impl<'a> Solver<'a> {
     }
 
     /// Gauss-Seidel sweeps in all 2^d orderings with the all-neighbour factored update,
-    /// until tau changes by less than `tol` or `max_rounds` rounds have run.
+    /// until no tau changes by more than `tol` or `max_rounds` rounds have run. Only nodes
+    /// next to (within two nodes of, for the second-order stencil) a node that changed are
+    /// revisited (the "locking" sweeps of Bak, McLaughlin & Renzi 2010).
     fn sweep(&mut self, tol: f64, max_rounds: usize) -> usize {
         let [nx, ny, nz] = self.g.counts;
+        let mut active = vec![true; self.g.len()];
         for round in 0..max_rounds {
-            let mut change: f64 = 0.0;
+            let mut any = false;
             for dirs in 0..8usize {
                 if (0..3).any(|a| self.g.counts[a] == 1 && dirs >> a & 1 == 1) {
                     continue;
@@ -555,19 +565,37 @@ impl<'a> Solver<'a> {
                         for kk in 0..nz {
                             let k = if dirs >> 2 & 1 == 1 { nz - 1 - kk } else { kk };
                             let idx = self.g.index(i, j, k);
+                            if !active[idx] {
+                                continue;
+                            }
+                            active[idx] = false;
                             if self.state[idx] == FROZEN {
                                 continue;
                             }
-                            if let Some((t, tau)) = self.local_solve(idx, true) {
-                                change = change.max((tau - self.tau[idx]).abs());
-                                self.t[idx] = t;
-                                self.tau[idx] = tau;
+                            let Some((t, tau)) = self.local_solve(idx, [i, j, k], true) else { continue };
+                            let changed = (tau - self.tau[idx]).abs() > tol;
+                            self.t[idx] = t;
+                            self.tau[idx] = tau;
+                            if changed {
+                                any = true;
+                                let c = [i, j, k];
+                                for a in 0..3 {
+                                    let st = self.strides[a];
+                                    for off in 1..=2usize {
+                                        if c[a] >= off {
+                                            active[idx - off * st] = true;
+                                        }
+                                        if c[a] + off < self.g.counts[a] {
+                                            active[idx + off * st] = true;
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
-            if change < tol {
+            if !any {
                 return round + 1;
             }
         }
