@@ -11,11 +11,17 @@ use eikoloc::traveltime::{AnalyticModel, GridTraveltime, GridTraveltimeConfig, T
 use eikoloc::velocity::{GradientModel, GridModel, LayeredModel, VelocityModel};
 
 fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel)
 }
 
 /// Max |T_grid - T_exact| (s) and max |grad difference| (s/km) over a set of pairs.
-fn max_errors(grid: &dyn TraveltimeModel, exact: &dyn TraveltimeModel, pairs: &[(LocalPoint, LocalPoint)]) -> (f64, f64) {
+fn max_errors(
+    grid: &dyn TraveltimeModel,
+    exact: &dyn TraveltimeModel,
+    pairs: &[(LocalPoint, LocalPoint)],
+) -> (f64, f64) {
     let (mut et, mut eg) = (0.0f64, 0.0f64);
     for &(s, r) in pairs {
         for p in Phase::ALL {
@@ -50,16 +56,28 @@ fn axisymmetric_tables_converge_at_second_order_in_a_gradient_medium() {
     let m = GradientModel::new(0.0, 4.0, 2.3, 0.1, 0.058).unwrap();
     let exact = AnalyticModel::new(m);
     let rec = LocalPoint::new(0.0, 0.0, -0.37);
-    let pairs: Vec<_> = scatter(60, [-28.0, -28.0, 0.0], [28.0, 28.0, 18.0]).into_iter().map(|s| (s, rec)).collect();
+    let pairs: Vec<_> = scatter(60, [-28.0, -28.0, 0.0], [28.0, 28.0, 18.0])
+        .into_iter()
+        .map(|s| (s, rec))
+        .collect();
     let mut errs = Vec::new();
     for h in [0.4, 0.2, 0.1] {
-        let cfg = GridTraveltimeConfig { spacing_km: h, r_max_km: 40.0, z_min_km: -1.0, z_max_km: 20.0, ..Default::default() };
+        let cfg = GridTraveltimeConfig {
+            spacing_km: h,
+            r_max_km: 40.0,
+            z_min_km: -1.0,
+            z_max_km: 20.0,
+            ..Default::default()
+        };
         let g = GridTraveltime::for_stations(Arc::new(m), &[rec], cfg).unwrap();
         errs.push(max_errors(&g, &exact, &pairs));
     }
     eprintln!("2-D (r,z) gradient medium, max |dT| s and max |d grad| s/km at h = 0.4, 0.2, 0.1 km: {errs:?}");
     // second order in T: each halving should divide the error by ~4; require > 3
-    assert!(errs[0].0 / errs[1].0 > 3.0 && errs[1].0 / errs[2].0 > 3.0, "{errs:?}");
+    assert!(
+        errs[0].0 / errs[1].0 > 3.0 && errs[1].0 / errs[2].0 > 3.0,
+        "{errs:?}"
+    );
     assert!(errs[2].0 < 1e-4, "{errs:?}");
     // gradients (first derivative of a cubic interpolant): at least first order and small
     assert!(errs[0].1 / errs[2].1 > 3.0 && errs[2].1 < 2e-3, "{errs:?}");
@@ -70,8 +88,19 @@ fn homogeneous_tables_are_exact_in_2d_and_3d() {
     let m = GradientModel::homogeneous(5.8, 3.4).unwrap();
     let exact = AnalyticModel::new(m);
     let rec = LocalPoint::new(1.3, -2.2, -0.8);
-    let pairs: Vec<_> = scatter(40, [-9.0, -12.0, 0.0], [9.0, 8.0, 9.0]).into_iter().map(|s| (s, rec)).collect();
-    let cfg = GridTraveltimeConfig { spacing_km: 0.5, r_max_km: 20.0, z_min_km: -1.0, z_max_km: 10.0, spacing_3d_km: 0.5, margin_km: 12.0, ..Default::default() };
+    let pairs: Vec<_> = scatter(40, [-9.0, -12.0, 0.0], [9.0, 8.0, 9.0])
+        .into_iter()
+        .map(|s| (s, rec))
+        .collect();
+    let cfg = GridTraveltimeConfig {
+        spacing_km: 0.5,
+        r_max_km: 20.0,
+        z_min_km: -1.0,
+        z_max_km: 10.0,
+        spacing_3d_km: 0.5,
+        margin_km: 12.0,
+        ..Default::default()
+    };
     let radial = GridTraveltime::for_stations(Arc::new(m), &[rec], cfg).unwrap();
     let (et, eg) = max_errors(&radial, &exact, &pairs);
     assert!(et < 1e-5 && eg < 1e-5, "radial {et} {eg}");
@@ -89,15 +118,29 @@ fn cartesian_tables_converge_in_a_gradient_medium() {
     // a linear field is exact under trilinear interpolation, so the grid model is the same medium
     let vg = GridModel::sample(&m, [-10.0, -10.0, -2.0], [1.0; 3], [21, 21, 13]).unwrap();
     let rec = LocalPoint::new(0.31, -0.47, -0.6);
-    let pairs: Vec<_> = scatter(40, [-7.0, -7.0, 0.0], [7.0, 7.0, 8.0]).into_iter().map(|s| (s, rec)).collect();
+    let pairs: Vec<_> = scatter(40, [-7.0, -7.0, 0.0], [7.0, 7.0, 8.0])
+        .into_iter()
+        .map(|s| (s, rec))
+        .collect();
     let mut errs = Vec::new();
     for h in [1.0, 0.5, 0.25] {
-        let cfg = GridTraveltimeConfig { spacing_3d_km: h, z_min_km: -1.0, z_max_km: 9.0, box_xy_km: Some([-8.0, -8.0, 8.0, 8.0]), ..Default::default() };
+        let cfg = GridTraveltimeConfig {
+            spacing_3d_km: h,
+            z_min_km: -1.0,
+            z_max_km: 9.0,
+            box_xy_km: Some([-8.0, -8.0, 8.0, 8.0]),
+            ..Default::default()
+        };
         let g = GridTraveltime::for_stations(Arc::new(vg.clone()), &[rec], cfg).unwrap();
         errs.push(max_errors(&g, &exact, &pairs));
     }
-    eprintln!("3-D gradient medium, max |dT| s and max |d grad| s/km at h = 1, 0.5, 0.25 km: {errs:?}");
-    assert!(errs[0].0 / errs[1].0 > 3.0 && errs[1].0 / errs[2].0 > 3.0, "{errs:?}");
+    eprintln!(
+        "3-D gradient medium, max |dT| s and max |d grad| s/km at h = 1, 0.5, 0.25 km: {errs:?}"
+    );
+    assert!(
+        errs[0].0 / errs[1].0 > 3.0 && errs[1].0 / errs[2].0 > 3.0,
+        "{errs:?}"
+    );
     assert!(errs[2].0 < 5e-4, "{errs:?}");
 }
 
@@ -111,14 +154,36 @@ struct OracleRow {
 fn read_oracle(set: &str) -> Vec<OracleRow> {
     let mut rdr = csv::Reader::from_path(shared(&format!("{set}/oracle_tt.csv"))).unwrap();
     let h = rdr.headers().unwrap().clone();
-    let col = |name: &str| h.iter().position(|c| c == name).unwrap_or_else(|| panic!("{set}: no column {name}"));
-    let (cr, cz, ctp, cts, cpp, cps) = (col("distance_km"), col("source_depth_km"), col("taup_p_s"), col("taup_s_s"), col("pykonal_p_s"), col("pykonal_s_s"));
+    let col = |name: &str| {
+        h.iter()
+            .position(|c| c == name)
+            .unwrap_or_else(|| panic!("{set}: no column {name}"))
+    };
+    let (cr, cz, ctp, cts, cpp, cps) = (
+        col("distance_km"),
+        col("source_depth_km"),
+        col("taup_p_s"),
+        col("taup_s_s"),
+        col("pykonal_p_s"),
+        col("pykonal_s_s"),
+    );
     rdr.records()
         .map(|r| {
             let r = r.unwrap();
             // empty where the reference code gave no arrival
-            let f = |c: usize| if r[c].trim().is_empty() { f64::NAN } else { r[c].parse::<f64>().unwrap() };
-            OracleRow { r_km: f(cr), zs_km: f(cz), taup: [f(ctp), f(cts)], pykonal: [f(cpp), f(cps)] }
+            let f = |c: usize| {
+                if r[c].trim().is_empty() {
+                    f64::NAN
+                } else {
+                    r[c].parse::<f64>().unwrap()
+                }
+            };
+            OracleRow {
+                r_km: f(cr),
+                zs_km: f(cz),
+                taup: [f(ctp), f(cts)],
+                pykonal: [f(cpp), f(cps)],
+            }
         })
         .collect()
 }
@@ -127,7 +192,12 @@ fn read_oracle(set: &str) -> Vec<OracleRow> {
 /// vs TauP (spherical) only near the source, where Earth curvature is negligible.
 #[test]
 fn layered_models_match_the_pykonal_oracle() {
-    for set in ["nlloc_alaska_2018", "hypodd_parkfield", "growclust_ssprings_tt", "hypodd_calaveras"] {
+    for set in [
+        "nlloc_alaska_2018",
+        "hypodd_parkfield",
+        "growclust_ssprings_tt",
+        "hypodd_calaveras",
+    ] {
         let path = shared(&format!("{set}/velocity_model.csv"));
         if !path.exists() {
             eprintln!("{set}: skipped, no data at {}", path.display());
@@ -135,7 +205,13 @@ fn layered_models_match_the_pykonal_oracle() {
         }
         let model = LayeredModel::from_csv_path(&path).unwrap();
         let rows = read_oracle(set);
-        let cfg = GridTraveltimeConfig { spacing_km: 0.1, r_max_km: 151.0, z_min_km: 0.0, z_max_km: 40.0, ..Default::default() };
+        let cfg = GridTraveltimeConfig {
+            spacing_km: 0.1,
+            r_max_km: 151.0,
+            z_min_km: 0.0,
+            z_max_km: 40.0,
+            ..Default::default()
+        };
         let g = GridTraveltime::radial_lazy(Arc::new(model), cfg).unwrap();
         let bins = [(0.0, 25.0), (25.0, 50.0), (50.0, 100.0), (100.0, 151.0)];
         let mut by_bin = vec![Vec::new(); bins.len()];
@@ -143,15 +219,30 @@ fn layered_models_match_the_pykonal_oracle() {
         let mut worst = (0.0f64, String::new());
         for row in &rows {
             for p in Phase::ALL {
-                let t = g.radial_traveltime(p, row.r_km, row.zs_km, 0.0).unwrap().t_s;
+                let t = g
+                    .radial_traveltime(p, row.r_km, row.zs_km, 0.0)
+                    .unwrap()
+                    .t_s;
                 let d = t - row.pykonal[p.index()];
                 if d.is_nan() {
                     continue;
                 }
-                let b = bins.iter().position(|&(lo, hi)| row.r_km >= lo && row.r_km < hi).unwrap();
+                let b = bins
+                    .iter()
+                    .position(|&(lo, hi)| row.r_km >= lo && row.r_km < hi)
+                    .unwrap();
                 by_bin[b].push(d);
                 if d.abs() > worst.0 {
-                    worst = (d.abs(), format!("{p} r {} zs {}: grid {t:.4} pykonal {:.4} taup {:.4}", row.r_km, row.zs_km, row.pykonal[p.index()], row.taup[p.index()]));
+                    worst = (
+                        d.abs(),
+                        format!(
+                            "{p} r {} zs {}: grid {t:.4} pykonal {:.4} taup {:.4}",
+                            row.r_km,
+                            row.zs_km,
+                            row.pykonal[p.index()],
+                            row.taup[p.index()]
+                        ),
+                    );
                 }
                 if row.r_km <= 20.0 && row.taup[p.index()].is_finite() {
                     taup_near.push((t - row.taup[p.index()]).abs());
@@ -172,13 +263,27 @@ fn layered_models_match_the_pykonal_oracle() {
             // wave under a 0.25 km layer of 0.82 km/s, resolved by 2.5 cells at h = 0.1 km:
             // first-order territory for every grid solver (TauP: grid is 0.06 s late there).
             let max_allowed = if b == 0 { 0.06 } else { 0.02 };
-            assert!(a[a.len() - 1] < max_allowed, "{set} bin {b}: max {}", a[a.len() - 1]);
-            assert!(a[a.len() / 2] < 0.01, "{set} bin {b}: median {}", a[a.len() / 2]);
+            assert!(
+                a[a.len() - 1] < max_allowed,
+                "{set} bin {b}: max {}",
+                a[a.len() - 1]
+            );
+            assert!(
+                a[a.len() / 2] < 0.01,
+                "{set} bin {b}: median {}",
+                a[a.len() / 2]
+            );
         }
         taup_near.sort_by(f64::total_cmp);
-        let (med, max) = (taup_near[taup_near.len() / 2], taup_near[taup_near.len() - 1]);
+        let (med, max) = (
+            taup_near[taup_near.len() / 2],
+            taup_near[taup_near.len() - 1],
+        );
         eprintln!("{set}: |grid - TauP| within 20 km (curvature negligible): median {med:.4} s, max {max:.4} s");
-        assert!(med < 0.005 && max < 0.07, "{set}: TauP near field median {med} max {max}");
+        assert!(
+            med < 0.005 && max < 0.07,
+            "{set}: TauP near field median {med} max {max}"
+        );
     }
 }
 
@@ -197,7 +302,10 @@ fn grid_file_round_trip() {
     let g = small_grid();
     let h = d.path().join("model.json");
     g.write(&h).unwrap();
-    assert_eq!(std::fs::metadata(d.path().join("model.bin")).unwrap().len(), 2 * 60 * 4);
+    assert_eq!(
+        std::fs::metadata(d.path().join("model.bin")).unwrap().len(),
+        2 * 60 * 4
+    );
     let back = GridModel::read(&h).unwrap();
     assert_eq!(back, g);
     assert_eq!(back.content_hash(), g.content_hash());
@@ -205,8 +313,14 @@ fn grid_file_round_trip() {
     let bytes = std::fs::read(d.path().join("model.bin")).unwrap();
     let at = |i: usize| f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap());
     let (ix, iy, iz) = (2, 1, 3);
-    assert_eq!(at((ix * 4 + iy) * 5 + iz), g.node_km_s(Phase::P, ix, iy, iz).unwrap());
-    assert_eq!(at(60 + (ix * 4 + iy) * 5 + iz), g.node_km_s(Phase::S, ix, iy, iz).unwrap());
+    assert_eq!(
+        at((ix * 4 + iy) * 5 + iz),
+        g.node_km_s(Phase::P, ix, iy, iz).unwrap()
+    );
+    assert_eq!(
+        at(60 + (ix * 4 + iy) * 5 + iz),
+        g.node_km_s(Phase::S, ix, iy, iz).unwrap()
+    );
 }
 
 #[test]
@@ -227,7 +341,10 @@ fn grid_file_bad_input_names_file_and_fault() {
     bad[4 * 7..4 * 8].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(&bin, &bad).unwrap();
     let e = GridModel::read(&h).unwrap_err().to_string();
-    assert!(e.contains("model.bin") && e.contains("NaN") && e.contains("iz 2"), "{e}");
+    assert!(
+        e.contains("model.bin") && e.contains("NaN") && e.contains("iz 2"),
+        "{e}"
+    );
     let mut bad = good.clone();
     bad[4 * 65..4 * 66].copy_from_slice(&(-1.0f32).to_le_bytes());
     std::fs::write(&bin, &bad).unwrap();
@@ -251,7 +368,9 @@ fn grid_file_bad_input_names_file_and_fault() {
     assert!(e.contains("model.json") && e.contains("spacing"), "{e}");
     let e = edit("eikoloc-velocity-grid", "something-else");
     assert!(e.contains("format"), "{e}");
-    let e = GridModel::read(&d.path().join("missing.json")).unwrap_err().to_string();
+    let e = GridModel::read(&d.path().join("missing.json"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.json"), "{e}");
 }
 
@@ -273,13 +392,27 @@ fn write_nll(dir: &Path, stem: &str, header: &str, values: &[f64], double: bool)
 fn nonlinloc_grids_of_each_type_read_as_velocity() {
     let d = tmp();
     // 2 x 1 x 3 nodes, cubic 0.5 km cells; velocity v(ix, iz) = 5 + ix + 0.1 iz
-    let v: Vec<f64> = (0..2).flat_map(|ix| (0..3).map(move |iz| 5.0 + ix as f64 + 0.1 * iz as f64)).collect();
+    let v: Vec<f64> = (0..2)
+        .flat_map(|ix| (0..3).map(move |iz| 5.0 + ix as f64 + 0.1 * iz as f64))
+        .collect();
     let line = |t: &str| format!("2 1 3  -1.0 2.0 -0.5  0.5 0.5 0.5 {t}\nTRANSFORM  NONE\n");
     let cases: Vec<(String, Vec<f64>, bool)> = vec![
         (line("VELOCITY"), v.clone(), false),
-        (line("VELOCITY_METERS"), v.iter().map(|x| x * 1000.0).collect(), false),
-        (line("SLOWNESS DOUBLE"), v.iter().map(|x| 1.0 / x).collect(), true),
-        (line("SLOW_LEN FLOAT"), v.iter().map(|x| 0.5 / x).collect(), false),
+        (
+            line("VELOCITY_METERS"),
+            v.iter().map(|x| x * 1000.0).collect(),
+            false,
+        ),
+        (
+            line("SLOWNESS DOUBLE"),
+            v.iter().map(|x| 1.0 / x).collect(),
+            true,
+        ),
+        (
+            line("SLOW_LEN FLOAT"),
+            v.iter().map(|x| 0.5 / x).collect(),
+            false,
+        ),
     ];
     for (i, (hdr, vals, dbl)) in cases.iter().enumerate() {
         let p = write_nll(d.path(), &format!("g{i}.P.mod"), hdr, vals, *dbl);
@@ -289,20 +422,34 @@ fn nonlinloc_grids_of_each_type_read_as_velocity() {
         for ix in 0..2 {
             for iz in 0..3 {
                 let want = 5.0 + ix as f64 + 0.1 * iz as f64;
-                assert!((g.node_km_s(Phase::P, ix, 0, iz).unwrap() as f64 - want).abs() < 1e-5, "{hdr}");
-                assert!((g.node_km_s(Phase::S, ix, 0, iz).unwrap() as f64 - want / 1.75).abs() < 1e-5, "{hdr}");
+                assert!(
+                    (g.node_km_s(Phase::P, ix, 0, iz).unwrap() as f64 - want).abs() < 1e-5,
+                    "{hdr}"
+                );
+                assert!(
+                    (g.node_km_s(Phase::S, ix, 0, iz).unwrap() as f64 - want / 1.75).abs() < 1e-5,
+                    "{hdr}"
+                );
             }
         }
     }
     // a separate S grid (given by its .buf name) wins over the ratio
-    let s = write_nll(d.path(), "g.S.mod", &line("VELOCITY"), &v.iter().map(|x| x / 2.0).collect::<Vec<_>>(), false);
+    let s = write_nll(
+        d.path(),
+        "g.S.mod",
+        &line("VELOCITY"),
+        &v.iter().map(|x| x / 2.0).collect::<Vec<_>>(),
+        false,
+    );
     let g = GridModel::from_nonlinloc(&d.path().join("g0.P.mod.buf"), Some(&s), 1.75).unwrap();
     assert!((g.node_km_s(Phase::S, 1, 0, 2).unwrap() - 3.1).abs() < 1e-5);
 
     // faults
     let bad = |hdr: &str, vals: &[f64]| {
         let p = write_nll(d.path(), "bad", hdr, vals, false);
-        GridModel::from_nonlinloc(&p, None, 1.75).unwrap_err().to_string()
+        GridModel::from_nonlinloc(&p, None, 1.75)
+            .unwrap_err()
+            .to_string()
     };
     let e = bad(&line("VELOCITY"), &v[..5]);
     assert!(e.contains("bad.buf") && e.contains("truncated"), "{e}");

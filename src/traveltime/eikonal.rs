@@ -52,6 +52,9 @@
 //! no dependence on azimuth |grad T|^2 = T_r^2 + T_z^2, so the (r, z) half-plane problem is the
 //! 2-D eikonal equation, exact by cylindrical symmetry.
 
+// Axis loops index several per-axis arrays (coordinates, counts, strides) at once.
+#![allow(clippy::needless_range_loop)]
+
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -92,10 +95,19 @@ pub struct EikonalGrid {
 impl EikonalGrid {
     /// Checks spacings and counts; refuses grids above 2^31 nodes.
     pub fn validate(&self) -> Result<usize, EikonalError> {
-        if !self.origin_km.iter().all(|v| v.is_finite()) || !self.spacing_km.iter().all(|h| h.is_finite() && *h > 0.0) {
-            return Err(EikonalError::Grid(format!("origin {:?} / spacing {:?} km", self.origin_km, self.spacing_km)));
+        if !self.origin_km.iter().all(|v| v.is_finite())
+            || !self.spacing_km.iter().all(|h| h.is_finite() && *h > 0.0)
+        {
+            return Err(EikonalError::Grid(format!(
+                "origin {:?} / spacing {:?} km",
+                self.origin_km, self.spacing_km
+            )));
         }
-        let n = self.counts.iter().try_fold(1usize, |a, &c| a.checked_mul(c)).filter(|&n| n > 0 && n <= 1 << 31);
+        let n = self
+            .counts
+            .iter()
+            .try_fold(1usize, |a, &c| a.checked_mul(c))
+            .filter(|&n| n > 0 && n <= 1 << 31);
         n.ok_or_else(|| EikonalError::Grid(format!("node counts {:?}", self.counts)))
     }
     /// Number of nodes.
@@ -174,7 +186,11 @@ pub fn cell_averaged_slowness(
             }
         }
     }
-    if let Some((index, &value)) = out.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+    if let Some((index, &value)) = out
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+    {
         return Err(EikonalError::Slowness { index, value });
     }
     Ok(out)
@@ -219,7 +235,9 @@ impl Eq for HeapItem {}
 impl Ord for HeapItem {
     fn cmp(&self, o: &Self) -> Ordering {
         // min-heap on t
-        o.t.partial_cmp(&self.t).unwrap_or(Ordering::Equal).then(o.idx.cmp(&self.idx))
+        o.t.partial_cmp(&self.t)
+            .unwrap_or(Ordering::Equal)
+            .then(o.idx.cmp(&self.idx))
     }
 }
 impl PartialOrd for HeapItem {
@@ -244,19 +262,33 @@ pub fn solve(
 ) -> Result<EikonalSolution, EikonalError> {
     let n = grid.validate()?;
     if slowness_s_km.len() != n {
-        return Err(EikonalError::Grid(format!("{} slowness values for {n} nodes", slowness_s_km.len())));
+        return Err(EikonalError::Grid(format!(
+            "{} slowness values for {n} nodes",
+            slowness_s_km.len()
+        )));
     }
     if !grid.contains(source_km) || !source_km.iter().all(|v| v.is_finite()) {
-        return Err(EikonalError::SourceOutside(source_km[0], source_km[1], source_km[2]));
+        return Err(EikonalError::SourceOutside(
+            source_km[0],
+            source_km[1],
+            source_km[2],
+        ));
     }
     if !(v_source_km_s.is_finite() && v_source_km_s > 0.0) {
-        return Err(EikonalError::Grid(format!("source velocity {v_source_km_s} km/s")));
+        return Err(EikonalError::Grid(format!(
+            "source velocity {v_source_km_s} km/s"
+        )));
     }
     let mut s = Solver::new(grid, slowness_s_km, source_km, v_source_km_s);
     s.initialise();
     s.march();
     s.sweep(SWEEP_TOL, MAX_SWEEP_ROUNDS);
-    Ok(EikonalSolution { grid: *grid, source_km, v_source_km_s, tau: s.tau.iter().map(|&t| t as f32).collect() })
+    Ok(EikonalSolution {
+        grid: *grid,
+        source_km,
+        v_source_km_s,
+        tau: s.tau.iter().map(|&t| t as f32).collect(),
+    })
 }
 
 struct Solver<'a> {
@@ -306,7 +338,11 @@ impl<'a> Solver<'a> {
         let mut acc = 0.0;
         for m in 0..M {
             let f = (m as f64 + 0.5) / M as f64;
-            let q = [self.src[0] + f * (p[0] - self.src[0]), self.src[1] + f * (p[1] - self.src[1]), self.src[2] + f * (p[2] - self.src[2])];
+            let q = [
+                self.src[0] + f * (p[0] - self.src[0]),
+                self.src[1] + f * (p[1] - self.src[1]),
+                self.src[2] + f * (p[2] - self.src[2]),
+            ];
             acc += self.slowness_at(q, ip);
         }
         d * acc / M as f64
@@ -321,7 +357,8 @@ impl<'a> Solver<'a> {
             if nmax == 1 {
                 continue;
             }
-            let u = ((q[a] - self.g.origin_km[a]) / self.g.spacing_km[a]).clamp(0.0, (nmax - 1) as f64);
+            let u =
+                ((q[a] - self.g.origin_km[a]) / self.g.spacing_km[a]).clamp(0.0, (nmax - 1) as f64);
             let i = (u.floor() as usize).min(nmax - 2);
             base[a] = i;
             frac[a] = u - i as f64;
@@ -415,7 +452,9 @@ impl<'a> Solver<'a> {
         if self.state[idx] >= DONE {
             return;
         }
-        let Some((t_new, tau_new)) = self.local_solve(idx, self.coords(idx), false) else { return };
+        let Some((t_new, tau_new)) = self.local_solve(idx, self.coords(idx), false) else {
+            return;
+        };
         if t_new < self.t[idx] {
             self.t[idx] = t_new;
             self.tau[idx] = tau_new;
@@ -446,7 +485,13 @@ impl<'a> Solver<'a> {
             tau1: f64,
             tau2: Option<f64>,
         }
-        let mut used: [Axis; 3] = std::array::from_fn(|a| Axis { a, t1: 0.0, sigma: 0.0, tau1: 0.0, tau2: None });
+        let mut used: [Axis; 3] = std::array::from_fn(|a| Axis {
+            a,
+            t1: 0.0,
+            sigma: 0.0,
+            tau1: 0.0,
+            tau2: None,
+        });
         let mut n_used = 0;
         for a in 0..3 {
             let na = self.g.counts[a];
@@ -455,7 +500,13 @@ impl<'a> Solver<'a> {
             }
             let st = self.strides[a];
             let mut best: Option<(usize, f64)> = None; // (neighbour idx, sigma)
-            let usable = |m: usize| if sweeping { self.t[m].is_finite() } else { self.state[m] >= DONE };
+            let usable = |m: usize| {
+                if sweeping {
+                    self.t[m].is_finite()
+                } else {
+                    self.state[m] >= DONE
+                }
+            };
             if c[a] > 0 && usable(idx - st) {
                 best = Some((idx - st, 1.0));
             }
@@ -472,9 +523,17 @@ impl<'a> Solver<'a> {
                 } else {
                     (c[a] + 2 < na).then(|| n1 + st)
                 };
-                let tau2 = n2.filter(|&m| usable(m) && self.t[m] <= self.t[n1]).map(|m| self.tau[m]);
+                let tau2 = n2
+                    .filter(|&m| usable(m) && self.t[m] <= self.t[n1])
+                    .map(|m| self.tau[m]);
                 // insertion by upwind time, earliest first (no allocation: this is the hot loop)
-                let item = Axis { a, t1: self.t[n1], sigma, tau1: self.tau[n1], tau2 };
+                let item = Axis {
+                    a,
+                    t1: self.t[n1],
+                    sigma,
+                    tau1: self.tau[n1],
+                    tau2,
+                };
                 let mut pos = n_used;
                 while pos > 0 && used[pos - 1].t1 > item.t1 {
                     used.swap(pos, pos - 1);
@@ -495,7 +554,9 @@ impl<'a> Solver<'a> {
                 let mut coef = [(0.0f64, 0.0f64); 3];
                 for ax in used {
                     let (alpha, beta) = match (second, ax.tau2) {
-                        (true, Some(t2)) => (1.5 / h[ax.a], (-4.0 * ax.tau1 + t2) / (2.0 * h[ax.a])),
+                        (true, Some(t2)) => {
+                            (1.5 / h[ax.a], (-4.0 * ax.tau1 + t2) / (2.0 * h[ax.a]))
+                        }
                         _ => (1.0 / h[ax.a], -ax.tau1 / h[ax.a]),
                     };
                     let aa = g0[ax.a] + ax.sigma * t0 * alpha;
@@ -536,13 +597,17 @@ impl<'a> Solver<'a> {
             if self.g.counts[a] == 1 {
                 continue;
             }
-            for (ok, m) in [(c[a] > 0, idx.wrapping_sub(self.strides[a])), (c[a] + 1 < self.g.counts[a], idx + self.strides[a])] {
+            for (ok, m) in [
+                (c[a] > 0, idx.wrapping_sub(self.strides[a])),
+                (c[a] + 1 < self.g.counts[a], idx + self.strides[a]),
+            ] {
                 if ok && self.state[m] >= DONE {
                     best = best.min(self.t[m] + h[a] * s);
                 }
             }
         }
-        best.is_finite().then(|| (best, if t0 > 0.0 { best / t0 } else { 1.0 }))
+        best.is_finite()
+            .then(|| (best, if t0 > 0.0 { best / t0 } else { 1.0 }))
     }
 
     /// Gauss-Seidel sweeps in all 2^d orderings with the all-neighbour factored update,
@@ -572,7 +637,9 @@ impl<'a> Solver<'a> {
                             if self.state[idx] == FROZEN {
                                 continue;
                             }
-                            let Some((t, tau)) = self.local_solve(idx, [i, j, k], true) else { continue };
+                            let Some((t, tau)) = self.local_solve(idx, [i, j, k], true) else {
+                                continue;
+                            };
                             let changed = (tau - self.tau[idx]).abs() > tol;
                             self.t[idx] = t;
                             self.tau[idx] = tau;
@@ -609,8 +676,18 @@ fn catmull_rom(t: f64) -> ([f64; 4], [f64; 4]) {
     let t2 = t * t;
     let t3 = t2 * t;
     (
-        [(-t3 + 2.0 * t2 - t) * 0.5, (3.0 * t3 - 5.0 * t2 + 2.0) * 0.5, (-3.0 * t3 + 4.0 * t2 + t) * 0.5, (t3 - t2) * 0.5],
-        [(-3.0 * t2 + 4.0 * t - 1.0) * 0.5, (9.0 * t2 - 10.0 * t) * 0.5, (-9.0 * t2 + 8.0 * t + 1.0) * 0.5, (3.0 * t2 - 2.0 * t) * 0.5],
+        [
+            (-t3 + 2.0 * t2 - t) * 0.5,
+            (3.0 * t3 - 5.0 * t2 + 2.0) * 0.5,
+            (-3.0 * t3 + 4.0 * t2 + t) * 0.5,
+            (t3 - t2) * 0.5,
+        ],
+        [
+            (-3.0 * t2 + 4.0 * t - 1.0) * 0.5,
+            (9.0 * t2 - 10.0 * t) * 0.5,
+            (-9.0 * t2 + 8.0 * t + 1.0) * 0.5,
+            (3.0 * t2 - 2.0 * t) * 0.5,
+        ],
     )
 }
 
@@ -674,7 +751,11 @@ impl EikonalSolution {
         let t0 = d / self.v_source_km_s;
         let mut grad = [0.0; 3];
         for a in 0..3 {
-            let g0 = if d > 0.0 { (p[a] - self.source_km[a]) / (d * self.v_source_km_s) } else { 0.0 };
+            let g0 = if d > 0.0 {
+                (p[a] - self.source_km[a]) / (d * self.v_source_km_s)
+            } else {
+                0.0
+            };
             grad[a] = g0 * tau + t0 * dtau[a];
         }
         Some((t0 * tau, grad))
@@ -687,7 +768,11 @@ mod tests {
     use crate::velocity::GradientModel;
 
     fn homog_grid(counts: [usize; 3], h: f64) -> (EikonalGrid, Vec<f64>) {
-        let g = EikonalGrid { origin_km: [0.0; 3], spacing_km: [h; 3], counts };
+        let g = EikonalGrid {
+            origin_km: [0.0; 3],
+            spacing_km: [h; 3],
+            counts,
+        };
         let n = g.len();
         (g, vec![1.0 / 5.0; n])
     }
@@ -719,15 +804,29 @@ mod tests {
         for h in [0.4, 0.2, 0.1] {
             let nr = (20.0 / h) as usize + 1;
             let nz = (16.0 / h) as usize + 1;
-            let g = EikonalGrid { origin_km: [0.0, 0.0, 0.0], spacing_km: [h; 3], counts: [nr, 1, nz] };
+            let g = EikonalGrid {
+                origin_km: [0.0, 0.0, 0.0],
+                spacing_km: [h; 3],
+                counts: [nr, 1, nz],
+            };
             let slow = cell_averaged_slowness(&m, Phase::P, &g, &|p| p).unwrap();
-            let sol = solve(&g, &slow, [0.0, 0.0, zs], m.velocity_km_s(Phase::P, 0.0, 0.0, zs)).unwrap();
+            let sol = solve(
+                &g,
+                &slow,
+                [0.0, 0.0, zs],
+                m.velocity_km_s(Phase::P, 0.0, 0.0, zs),
+            )
+            .unwrap();
             let mut e: f64 = 0.0;
             for i in 0..nr {
                 for k in 0..nz {
                     let p = g.node_km(i, 0, k);
                     let t = exact
-                        .traveltime_s(Phase::P, crate::domain::LocalPoint::new(p[0], 0.0, p[2]), crate::domain::LocalPoint::new(0.0, 0.0, zs))
+                        .traveltime_s(
+                            Phase::P,
+                            crate::domain::LocalPoint::new(p[0], 0.0, p[2]),
+                            crate::domain::LocalPoint::new(0.0, 0.0, zs),
+                        )
                         .unwrap();
                     let ee = (sol.node_time_s(i, 0, k) - t).abs();
                     e = e.max(ee);
@@ -737,7 +836,10 @@ mod tests {
         }
         // second order: each halving divides the error by about 4 (measured 4.3, 4.2; max error
         // 8.5e-5, 2.0e-5, 4.6e-6 s); require at least 3
-        assert!(errs[0] / errs[1] > 3.0 && errs[1] / errs[2] > 3.0, "errors {errs:?}");
+        assert!(
+            errs[0] / errs[1] > 3.0 && errs[1] / errs[2] > 3.0,
+            "errors {errs:?}"
+        );
         assert!(errs[2] < 2e-4, "errors {errs:?}");
     }
 }

@@ -97,15 +97,21 @@ fn check_geometry(origin: [f64; 3], spacing: [f64; 3], counts: [u64; 3]) -> Resu
         return Err(format!("origin {origin:?} is not finite"));
     }
     if !spacing.iter().all(|v| v.is_finite() && *v > 0.0) {
-        return Err(format!("spacing {spacing:?} km must be finite and positive"));
+        return Err(format!(
+            "spacing {spacing:?} km must be finite and positive"
+        ));
     }
-    if counts.iter().any(|&n| n == 0) {
+    if counts.contains(&0) {
         return Err(format!("node counts {counts:?} must all be at least 1"));
     }
     let total = counts.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n));
     match total {
-        Some(t) if t <= MAX_CELLS => usize::try_from(t).map_err(|_| format!("{t} nodes do not fit in memory")),
-        _ => Err(format!("node counts {counts:?} exceed the limit of {MAX_CELLS} nodes")),
+        Some(t) if t <= MAX_CELLS => {
+            usize::try_from(t).map_err(|_| format!("{t} nodes do not fit in memory"))
+        }
+        _ => Err(format!(
+            "node counts {counts:?} exceed the limit of {MAX_CELLS} nodes"
+        )),
     }
 }
 
@@ -140,7 +146,13 @@ impl GridModel {
         }
         check_values(&vp_km_s, Phase::P, counts).map_err(invalid)?;
         check_values(&vs_km_s, Phase::S, counts).map_err(invalid)?;
-        Ok(Self { origin_km, spacing_km, counts, vp_km_s, vs_km_s })
+        Ok(Self {
+            origin_km,
+            spacing_km,
+            counts,
+            vp_km_s,
+            vs_km_s,
+        })
     }
 
     /// Samples any velocity model at the nodes of a grid (e.g. to store a layered model as a
@@ -199,40 +211,77 @@ impl GridModel {
     /// Reads the eikoloc form from its JSON header path.
     pub fn read(header_path: &Path) -> Result<Self, VelocityError> {
         let file = header_path.to_path_buf();
-        let text = std::fs::read_to_string(header_path).map_err(|source| VelocityError::Io { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(header_path).map_err(|source| VelocityError::Io {
+            file: file.clone(),
+            source,
+        })?;
         let h: GridHeader = serde_json::from_str(&text).map_err(|e| VelocityError::Field {
             file: file.clone(),
             line: e.line(),
             field: String::new(),
             message: e.to_string(),
         })?;
-        let ferr = |field: &str, message: String| VelocityError::Field { file: file.clone(), line: 0, field: field.into(), message };
+        let ferr = |field: &str, message: String| VelocityError::Field {
+            file: file.clone(),
+            line: 0,
+            field: field.into(),
+            message,
+        };
         if h.format != GRID_FORMAT {
-            return Err(ferr("format", format!("{:?} is not {GRID_FORMAT:?}", h.format)));
+            return Err(ferr(
+                "format",
+                format!("{:?} is not {GRID_FORMAT:?}", h.format),
+            ));
         }
         if h.version != 1 {
-            return Err(ferr("version", format!("version {} is not supported (only 1)", h.version)));
+            return Err(ferr(
+                "version",
+                format!("version {} is not supported (only 1)", h.version),
+            ));
         }
-        let n = check_geometry(h.origin_km, h.spacing_km, h.counts).map_err(|m| VelocityError::File { file: file.clone(), message: m })?;
+        let n = check_geometry(h.origin_km, h.spacing_km, h.counts).map_err(|m| {
+            VelocityError::File {
+                file: file.clone(),
+                message: m,
+            }
+        })?;
         let counts = h.counts.map(|c| c as usize);
-        let data_path = header_path.parent().unwrap_or(Path::new(".")).join(&h.data_file);
+        let data_path = header_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&h.data_file);
         let expected = 2 * n as u64 * 4;
         let bytes = read_exact_size(&data_path, expected)?;
         let (p, s) = bytes.split_at(n * 4);
         let vp = le_f32(p);
         let vs = le_f32(s);
-        let ferr_data = |m: String| VelocityError::File { file: data_path.clone(), message: m };
+        let ferr_data = |m: String| VelocityError::File {
+            file: data_path.clone(),
+            message: m,
+        };
         check_values(&vp, Phase::P, counts).map_err(ferr_data)?;
         check_values(&vs, Phase::S, counts).map_err(ferr_data)?;
-        Ok(Self { origin_km: h.origin_km, spacing_km: h.spacing_km, counts, vp_km_s: vp, vs_km_s: vs })
+        Ok(Self {
+            origin_km: h.origin_km,
+            spacing_km: h.spacing_km,
+            counts,
+            vp_km_s: vp,
+            vs_km_s: vs,
+        })
     }
 
     /// Writes the eikoloc form: the header at `header_path`, the data beside it with the same
     /// stem and extension `.bin`.
     pub fn write(&self, header_path: &Path) -> Result<(), VelocityError> {
-        let stem = header_path.file_stem().and_then(|s| s.to_str()).unwrap_or("grid");
+        let stem = header_path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("grid");
         let data_name = format!("{stem}.bin");
-        let data_path = header_path.parent().unwrap_or(Path::new(".")).join(&data_name);
+        let data_path = header_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&data_name);
         let h = GridHeader {
             format: GRID_FORMAT.into(),
             version: 1,
@@ -245,14 +294,24 @@ impl GridModel {
         for v in self.vp_km_s.iter().chain(&self.vs_km_s) {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        std::fs::write(&data_path, bytes).map_err(|source| VelocityError::Io { file: data_path.clone(), source })?;
+        std::fs::write(&data_path, bytes).map_err(|source| VelocityError::Io {
+            file: data_path.clone(),
+            source,
+        })?;
         let text = serde_json::to_string_pretty(&h).map_err(|e| invalid(e.to_string()))?;
-        std::fs::write(header_path, text + "\n").map_err(|source| VelocityError::Io { file: header_path.to_path_buf(), source })
+        std::fs::write(header_path, text + "\n").map_err(|source| VelocityError::Io {
+            file: header_path.to_path_buf(),
+            source,
+        })
     }
 
     /// Reads NonLinLoc velocity/slowness grids: `p_path` for P (`.hdr`, `.buf` or the bare
     /// stem) and `s_path` for S, or, without an S grid, Vs = Vp / `vp_vs_ratio`.
-    pub fn from_nonlinloc(p_path: &Path, s_path: Option<&Path>, vp_vs_ratio: f64) -> Result<Self, VelocityError> {
+    pub fn from_nonlinloc(
+        p_path: &Path,
+        s_path: Option<&Path>,
+        vp_vs_ratio: f64,
+    ) -> Result<Self, VelocityError> {
         let (geo, vp) = read_nonlinloc(p_path)?;
         let vs = match s_path {
             Some(sp) => {
@@ -260,20 +319,29 @@ impl GridModel {
                 if geo_s != geo {
                     return Err(VelocityError::File {
                         file: sp.to_path_buf(),
-                        message: format!("S grid geometry {geo_s:?} differs from the P grid's {geo:?}"),
+                        message: format!(
+                            "S grid geometry {geo_s:?} differs from the P grid's {geo:?}"
+                        ),
                     });
                 }
                 vs
             }
             None => {
                 if !(vp_vs_ratio.is_finite() && vp_vs_ratio > 1.0) {
-                    return Err(invalid(format!("Vp/Vs ratio {vp_vs_ratio} must be finite and above 1")));
+                    return Err(invalid(format!(
+                        "Vp/Vs ratio {vp_vs_ratio} must be finite and above 1"
+                    )));
                 }
-                vp.iter().map(|v| (*v as f64 / vp_vs_ratio) as f32).collect()
+                vp.iter()
+                    .map(|v| (*v as f64 / vp_vs_ratio) as f32)
+                    .collect()
             }
         };
         let (origin, spacing, counts) = geo;
-        Self::new(origin, spacing, counts, vp, vs).map_err(|e| VelocityError::File { file: p_path.to_path_buf(), message: e.to_string() })
+        Self::new(origin, spacing, counts, vp, vs).map_err(|e| VelocityError::File {
+            file: p_path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -281,7 +349,10 @@ type Geometry = ([f64; 3], [f64; 3], [usize; 3]);
 
 fn with_ext(path: &Path, ext: &str) -> PathBuf {
     let s = path.to_string_lossy();
-    let stem = s.strip_suffix(".hdr").or_else(|| s.strip_suffix(".buf")).unwrap_or(&s);
+    let stem = s
+        .strip_suffix(".hdr")
+        .or_else(|| s.strip_suffix(".buf"))
+        .unwrap_or(&s);
     PathBuf::from(format!("{stem}.{ext}"))
 }
 
@@ -289,37 +360,63 @@ fn with_ext(path: &Path, ext: &str) -> PathBuf {
 fn read_nonlinloc(path: &Path) -> Result<(Geometry, Vec<f32>), VelocityError> {
     let hdr = with_ext(path, "hdr");
     let buf = with_ext(path, "buf");
-    let text = std::fs::read_to_string(&hdr).map_err(|source| VelocityError::Io { file: hdr.clone(), source })?;
+    let text = std::fs::read_to_string(&hdr).map_err(|source| VelocityError::Io {
+        file: hdr.clone(),
+        source,
+    })?;
     let first = text.lines().next().unwrap_or("");
     let tok: Vec<&str> = first.split_whitespace().collect();
-    let names = ["xNum", "yNum", "zNum", "xOrig", "yOrig", "zOrig", "dx", "dy", "dz", "gridType"];
+    let names = [
+        "xNum", "yNum", "zNum", "xOrig", "yOrig", "zOrig", "dx", "dy", "dz", "gridType",
+    ];
     if tok.len() < 10 {
         return Err(VelocityError::Field {
             file: hdr,
             line: 1,
             field: names.get(tok.len()).unwrap_or(&"").to_string(),
-            message: format!("expected `{} [FLOAT|DOUBLE]`, got {} fields", names.join(" "), tok.len()),
+            message: format!(
+                "expected `{} [FLOAT|DOUBLE]`, got {} fields",
+                names.join(" "),
+                tok.len()
+            ),
         });
     }
-    let ferr = |k: usize, m: String| VelocityError::Field { file: hdr.clone(), line: 1, field: names[k].into(), message: m };
+    let ferr = |k: usize, m: String| VelocityError::Field {
+        file: hdr.clone(),
+        line: 1,
+        field: names[k].into(),
+        message: m,
+    };
     let mut counts = [0u64; 3];
     for k in 0..3 {
-        counts[k] = tok[k].parse().map_err(|_| ferr(k, format!("{:?} is not a whole number", tok[k])))?;
+        counts[k] = tok[k]
+            .parse()
+            .map_err(|_| ferr(k, format!("{:?} is not a whole number", tok[k])))?;
     }
     let mut nums = [0.0f64; 6];
     for k in 0..6 {
-        nums[k] = tok[3 + k].parse().map_err(|_| ferr(3 + k, format!("{:?} is not a number", tok[3 + k])))?;
+        nums[k] = tok[3 + k]
+            .parse()
+            .map_err(|_| ferr(3 + k, format!("{:?} is not a number", tok[3 + k])))?;
     }
     let origin = [nums[0], nums[1], nums[2]];
     let spacing = [nums[3], nums[4], nums[5]];
-    let n = check_geometry(origin, spacing, counts).map_err(|m| VelocityError::File { file: hdr.clone(), message: m })?;
+    let n = check_geometry(origin, spacing, counts).map_err(|m| VelocityError::File {
+        file: hdr.clone(),
+        message: m,
+    })?;
     let grid_type = tok[9].to_ascii_uppercase();
     let width = match tok.get(10).map(|s| s.to_ascii_uppercase()) {
         None => 4,
         Some(t) if t == "FLOAT" => 4,
         Some(t) if t == "DOUBLE" => 8,
         Some(t) => {
-            return Err(VelocityError::Field { file: hdr, line: 1, field: "floatType".into(), message: format!("{t:?} is neither FLOAT nor DOUBLE") })
+            return Err(VelocityError::Field {
+                file: hdr,
+                line: 1,
+                field: "floatType".into(),
+                message: format!("{t:?} is neither FLOAT nor DOUBLE"),
+            })
         }
     };
     let to_velocity: Box<dyn Fn(f64) -> f64> = match grid_type.as_str() {
@@ -361,19 +458,35 @@ fn read_nonlinloc(path: &Path) -> Result<(Geometry, Vec<f32>), VelocityError> {
 
 /// The whole file, refusing it unless it is exactly `expected` bytes (checked before reading).
 fn read_exact_size(path: &Path, expected: u64) -> Result<Vec<u8>, VelocityError> {
-    let meta = std::fs::metadata(path).map_err(|source| VelocityError::Io { file: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| VelocityError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
     if meta.len() != expected {
-        let what = if meta.len() < expected { "truncated" } else { "too long" };
+        let what = if meta.len() < expected {
+            "truncated"
+        } else {
+            "too long"
+        };
         return Err(VelocityError::File {
             file: path.to_path_buf(),
-            message: format!("{what}: {} bytes, the header's grid needs exactly {expected}", meta.len()),
+            message: format!(
+                "{what}: {} bytes, the header's grid needs exactly {expected}",
+                meta.len()
+            ),
         });
     }
-    std::fs::read(path).map_err(|source| VelocityError::Io { file: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| VelocityError::Io {
+        file: path.to_path_buf(),
+        source,
+    })
 }
 
 fn le_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunk"))).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunk")))
+        .collect()
 }
 
 /// Cell index and fraction along one axis, clamped to the grid.
@@ -413,7 +526,13 @@ impl VelocityModel for GridModel {
     fn content_hash(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        h.update(format!("grid\n{:?}\n{:?}\n{:?}\n", self.origin_km, self.spacing_km, self.counts).as_bytes());
+        h.update(
+            format!(
+                "grid\n{:?}\n{:?}\n{:?}\n",
+                self.origin_km, self.spacing_km, self.counts
+            )
+            .as_bytes(),
+        );
         for v in self.vp_km_s.iter().chain(&self.vs_km_s) {
             h.update(v.to_le_bytes());
         }
@@ -436,7 +555,11 @@ mod tests {
         for ix in 0..4 {
             for iy in 0..3 {
                 for iz in 0..5 {
-                    vp.push(f(o[0] + ix as f64 * h[0], o[1] + iy as f64 * h[1], o[2] + iz as f64 * h[2]) as f32);
+                    vp.push(f(
+                        o[0] + ix as f64 * h[0],
+                        o[1] + iy as f64 * h[1],
+                        o[2] + iz as f64 * h[2],
+                    ) as f32);
                 }
             }
         }
@@ -459,11 +582,27 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_and_sizes() {
-        let e = GridModel::new([0.0; 3], [1.0; 3], [2, 1, 1], vec![5.0, f32::NAN], vec![3.0, 3.0]).unwrap_err();
+        let e = GridModel::new(
+            [0.0; 3],
+            [1.0; 3],
+            [2, 1, 1],
+            vec![5.0, f32::NAN],
+            vec![3.0, 3.0],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("ix 1"), "{e}");
-        assert!(GridModel::new([0.0; 3], [1.0; 3], [2, 1, 1], vec![5.0, 0.0], vec![3.0, 3.0]).is_err());
+        assert!(GridModel::new(
+            [0.0; 3],
+            [1.0; 3],
+            [2, 1, 1],
+            vec![5.0, 0.0],
+            vec![3.0, 3.0]
+        )
+        .is_err());
         assert!(GridModel::new([0.0; 3], [1.0; 3], [2, 1, 1], vec![5.0], vec![3.0, 3.0]).is_err());
-        assert!(GridModel::new([0.0; 3], [0.0, 1.0, 1.0], [1, 1, 1], vec![5.0], vec![3.0]).is_err());
+        assert!(
+            GridModel::new([0.0; 3], [0.0, 1.0, 1.0], [1, 1, 1], vec![5.0], vec![3.0]).is_err()
+        );
         let e = check_geometry([0.0; 3], [1.0; 3], [1 << 20, 1 << 20, 4]).unwrap_err();
         assert!(e.contains("exceed"), "{e}");
         assert!(check_geometry([0.0; 3], [1.0; 3], [u64::MAX, 2, 2]).is_err());
