@@ -466,3 +466,75 @@ fn nonlinloc_grids_of_each_type_read_as_velocity() {
     let e = bad("100000 100000 100000  0 0 0  1 1 1 VELOCITY\n", &v);
     assert!(e.contains("exceed"), "{e}");
 }
+
+#[test]
+fn station_tables_equal_lazy_tables_and_refuse_unknown_receivers() {
+    let model = LayeredModel::hadley_kanamori();
+    let stations = [
+        LocalPoint::new(0.0, 0.0, -1.2),
+        LocalPoint::new(10.0, 3.0, -0.4),
+        LocalPoint::new(-4.0, 8.0, -1.2),
+    ];
+    let cfg = GridTraveltimeConfig {
+        spacing_km: 0.25,
+        r_max_km: 40.0,
+        z_min_km: -2.0,
+        z_max_km: 20.0,
+        ..Default::default()
+    };
+    let fixed = GridTraveltime::for_stations(Arc::new(model.clone()), &stations, cfg).unwrap();
+    // two distinct depths x two phases
+    assert_eq!(fixed.table_count(), 4);
+    // r 0..40 and z -2..20 at 0.25 km: 161 x 89 f32 nodes each
+    assert_eq!(fixed.table_bytes(), 4 * 161 * 89 * 4);
+    let lazy = GridTraveltime::radial_lazy(Arc::new(model), cfg).unwrap();
+    for s in scatter(20, [-15.0, -15.0, 0.0], [15.0, 15.0, 15.0]) {
+        for r in stations {
+            for p in Phase::ALL {
+                let a = fixed.traveltime_and_gradient(p, s, r).unwrap();
+                let b = lazy.traveltime_and_gradient(p, s, r).unwrap();
+                assert_eq!(a, b);
+            }
+        }
+    }
+    let e = fixed
+        .traveltime_s(
+            Phase::P,
+            LocalPoint::new(1.0, 1.0, 5.0),
+            LocalPoint::new(0.0, 0.0, -0.9),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("-0.9"), "{e}");
+    // a 3-D model: receivers must be inside the box and known
+    let vg = GridModel::sample(
+        &LayeredModel::hadley_kanamori(),
+        [-20.0, -20.0, -2.0],
+        [2.0; 3],
+        [21, 21, 12],
+    )
+    .unwrap();
+    let cfg3 = GridTraveltimeConfig {
+        spacing_3d_km: 2.0,
+        z_max_km: 20.0,
+        box_xy_km: Some([-20.0, -20.0, 20.0, 20.0]),
+        ..cfg
+    };
+    let g3 = GridTraveltime::for_stations(Arc::new(vg.clone()), &stations, cfg3).unwrap();
+    assert_eq!(g3.table_count(), 6);
+    assert!(g3
+        .traveltime_s(
+            Phase::S,
+            LocalPoint::new(1.0, 1.0, 5.0),
+            LocalPoint::new(0.0, 0.0, -1.0)
+        )
+        .is_err());
+    assert!(
+        g3.traveltime_s(Phase::S, LocalPoint::new(1.0, 1.0, 5.0), stations[1])
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        GridTraveltime::for_stations(Arc::new(vg), &[LocalPoint::new(50.0, 0.0, 0.0)], cfg3)
+            .is_err()
+    );
+}
