@@ -2,12 +2,12 @@
 //! against a reference, by distance bin, for several table spacings.
 //!
 //! `cargo bench --bench grid` (release). Options after `--`:
-//! `--spacings 0.4,0.2,0.1` (km), `--reference-spacing 0.025` (km; 0 skips the accuracy part).
+//! `--spacings 0.4,0.2,0.1` (km); `--reference-spacing H` (km) to compare against the grid
+//! solver at spacing H instead of the exact solver; `--no-accuracy` for timings only.
 //!
-//! Reference: the exact layered solver is not on this branch yet, so the reference is the same
-//! solver on a much finer grid (`--reference-spacing`, default 0.025 km). That measures the
-//! grid's convergence error, not its bias against exact ray theory; swap in
-//! `LayeredExact::radial_time_s` when it lands.
+//! Reference: [`LayeredExact`], exact flat-Earth first arrivals (direct and head waves) in the
+//! same layered model, on 3000 off-node (distance 0-200 km, source depth 0-30 km) pairs at the
+//! shallowest, median and deepest station depths, P and S.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use eikoloc::domain::{LocalFrame, LocalPoint, Phase};
 use eikoloc::traveltime::{
-    GridTraveltime, GridTraveltimeConfig, Receiver, TimeAndGradient, TraveltimeModel,
+    GridTraveltime, GridTraveltimeConfig, LayeredExact, Receiver, TimeAndGradient, TraveltimeModel,
 };
 use eikoloc::velocity::LayeredModel;
 
@@ -82,13 +82,15 @@ fn main() {
         .collect();
     let ref_h: f64 = arg("--reference-spacing")
         .map(|s| s.parse().expect("km"))
-        .unwrap_or(0.025);
+        .unwrap_or(0.0);
+    let accuracy = !std::env::args().any(|a| a == "--no-accuracy");
     let base = GridTraveltimeConfig {
         r_max_km: 200.0,
         z_min_km: -3.0,
         z_max_km: 40.0,
         ..Default::default()
     };
+    let layered = model.clone();
     let model: Arc<dyn eikoloc::velocity::VelocityModel> = Arc::new(model);
 
     // evaluation set: off-node distances 0..200 km, source depths 0..30 km, at three stations'
@@ -107,31 +109,46 @@ fn main() {
             queries.push((r, zs, z));
         }
     }
-    let accuracy = ref_h > 0.0;
+    // reference: the exact layered solver (flat Earth, direct + head waves); with
+    // `--reference-spacing H` the grid solver at spacing H instead (a convergence check)
     let t = Instant::now();
-    let reference = GridTraveltime::radial_lazy(
-        model.clone(),
-        GridTraveltimeConfig {
-            spacing_km: if accuracy { ref_h } else { 1.0 },
-            ..base
-        },
-    )
-    .expect("reference");
-    let ref_times: Vec<[f64; 2]> = queries
-        .iter()
-        .filter(|_| accuracy)
-        .map(|&(r, zs, z)| {
-            Phase::ALL.map(|p| {
-                reference
-                    .radial_traveltime(p, r, zs, z)
-                    .expect("reference query")
-                    .t_s
+    let ref_label;
+    let ref_times: Vec<[f64; 2]> = if accuracy && ref_h > 0.0 {
+        let reference = GridTraveltime::radial_lazy(
+            model.clone(),
+            GridTraveltimeConfig {
+                spacing_km: ref_h,
+                ..base
+            },
+        )
+        .expect("reference");
+        ref_label = format!("eikonal grid at h = {ref_h} km");
+        queries
+            .iter()
+            .map(|&(r, zs, z)| {
+                Phase::ALL.map(|p| {
+                    reference
+                        .radial_traveltime(p, r, zs, z)
+                        .expect("reference query")
+                        .t_s
+                })
             })
-        })
-        .collect();
+            .collect()
+    } else if accuracy {
+        let exact = LayeredExact::new(layered.clone());
+        ref_label = "exact layered solver (LayeredExact)".to_string();
+        queries
+            .iter()
+            .map(|&(r, zs, z)| {
+                Phase::ALL.map(|p| exact.radial_time_s(p, r, zs, z).expect("exact query"))
+            })
+            .collect()
+    } else {
+        ref_label = "none (--no-accuracy)".to_string();
+        Vec::new()
+    };
     println!(
-        "reference: grid at h = {ref_h} km ({} tables, {:.1} s)\n",
-        reference.table_count(),
+        "reference: {ref_label} ({:.1} s)\n",
         t.elapsed().as_secs_f64()
     );
 
@@ -184,14 +201,14 @@ fn main() {
         let us = t.elapsed().as_secs_f64() * 1e6 / (reps * out.len()) as f64;
 
         let mut errs = vec![Vec::new(); bins.len()];
-        let lazy = GridTraveltime::radial_lazy(model.clone(), cfg).expect("lazy");
         for (q, rt) in queries.iter().zip(&ref_times) {
             let b = bins
                 .iter()
                 .position(|&(lo, hi)| q.0 >= lo && q.0 < hi)
                 .unwrap_or(bins.len() - 1);
             for p in Phase::ALL {
-                let tt = lazy.radial_traveltime(p, q.0, q.1, q.2).expect("query").t_s;
+                // the evaluation depths are station depths, so the station tables answer
+                let tt = g.radial_traveltime(p, q.0, q.1, q.2).expect("query").t_s;
                 errs[b].push((tt - rt[p.index()]).abs());
             }
         }

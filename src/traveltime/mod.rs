@@ -7,9 +7,11 @@
 pub mod analytic;
 pub mod eikonal;
 pub mod grid;
+pub mod layered_exact;
 
 pub use analytic::AnalyticModel;
 pub use grid::{GridTraveltime, GridTraveltimeConfig, RadialTime};
+pub use layered_exact::{ArrivalPath, LayeredExact, RadialArrival};
 
 use crate::domain::{LocalPoint, Phase};
 use thiserror::Error;

@@ -9,7 +9,7 @@ pub mod layered;
 
 pub use gradient::GradientModel;
 pub use grid::GridModel;
-pub use layered::{Layer, LayeredModel};
+pub use layered::{load_layered, Layer, LayeredModel};
 
 use crate::domain::Phase;
 use std::path::PathBuf;
