@@ -52,10 +52,10 @@ pub struct GridTraveltimeConfig {
 impl Default for GridTraveltimeConfig {
     /// 0.2 km (r, z) tables to 200 km and 40 km depth; 1 km 3-D tables.
     ///
-    /// 0.2 km is the measured trade-off (`cargo bench --bench grid`): on the Ridgecrest
-    /// model the error against exact layered ray theory is median <= 6 ms, max 34 ms to 120 km
-    /// (first order, from head waves; 0.1 km halves it at 4x the build cost), and the 42 tables
-    /// of the 27-station network take about 8 CPU-seconds.
+    /// 0.2 km is the measured trade-off (`cargo bench --bench grid`, Ridgecrest model and
+    /// network, against `LayeredExact`): median |dT| <= 10 ms and max 33 ms over 0-200 km
+    /// (first order, from head waves; 0.1 km halves it at 4x the cost), 42 tables in about
+    /// 8 CPU-seconds and 36 MB.
     fn default() -> Self {
         Self {
             spacing_km: 0.2,
