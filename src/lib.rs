@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`associate`]: streaming phase association (picks in, candidate events out).
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
 //! - [`velocity`]: velocity models (1-D layered, constant gradient, 3-D grid).
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
@@ -11,6 +12,7 @@
 //! Frames and units: local Cartesian km (x east, y north, z depth below sea level, positive
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
+pub mod associate;
 pub mod domain;
 pub mod traveltime;
 pub mod velocity;
