@@ -37,8 +37,6 @@ pub use grid::TraveltimeGrid;
 pub use score::{score_association, AssociationScore, TruthPick};
 pub use stream_synth::{synth_stream, StreamSynthConfig, SynthEvent, SynthPick, SynthStream};
 
-use std::collections::HashMap;
-
 use thiserror::Error;
 
 use crate::domain::{LocalPoint, Phase};
@@ -96,6 +94,10 @@ pub struct AssociatorConfig {
     pub max_station_picks: usize,
     /// Failed confirmations allowed per decision of one bin (bounds work on hostile input).
     pub max_tries_per_bin: usize,
+    /// Fraction of an event's m stations that must be among the 2m stations nearest its
+    /// epicentre: real events are picked on the nearest stations first, chance alignments of
+    /// false picks are scattered over the network.
+    pub min_nearest_fraction: f64,
 }
 
 impl Default for AssociatorConfig {
@@ -118,6 +120,7 @@ impl Default for AssociatorConfig {
             max_pool_picks: 200_000,
             max_station_picks: 200,
             max_tries_per_bin: 8,
+            min_nearest_fraction: 0.5,
         }
     }
 }
@@ -150,6 +153,9 @@ impl AssociatorConfig {
         }
         if self.min_stations < 2 || self.min_picks < self.min_stations.min(3) || self.trigger_picks < 2 {
             return bad("need min_stations >= 2, trigger_picks >= 2 and min_picks >= 3");
+        }
+        if !(0.0..=1.0).contains(&self.min_nearest_fraction) {
+            return bad("min_nearest_fraction must be in 0..1");
         }
         if self.max_pool_picks == 0 || self.max_station_picks == 0 || self.max_tries_per_bin == 0 {
             return bad("caps must be positive");
@@ -273,6 +279,7 @@ const MAX_DIRTY_CELLS: usize = 1 << 16;
 pub struct Associator {
     cfg: AssociatorConfig,
     grid: TraveltimeGrid,
+    stations: Vec<LocalPoint>,
     n_sta: usize,
     n_nodes: usize,
     tol_vote_s: [f64; 2],
@@ -295,7 +302,9 @@ pub struct Associator {
     now_s: f64,
     pool: Vec<Vec<PoolPick>>,
     pool_len: usize,
-    failed: HashMap<(i64, u32), u32>,
+    /// Per cell (same layout as `acc`): the count at which its confirmation last failed;
+    /// it is retried only once its count has grown past that.
+    failed: Vec<u32>,
     dirty: Vec<(i64, u32)>,
     dirty_full: Vec<i64>,
     /// Bins whose best cell waits for a stronger cell in a later bin to be decided first.
@@ -362,6 +371,7 @@ impl Associator {
         let nb = ((window_s / dt_s).ceil() as usize + 4).next_power_of_two();
         Ok(Self {
             grid,
+            stations: stations.to_vec(),
             n_sta,
             n_nodes,
             tol_vote_s,
@@ -381,7 +391,7 @@ impl Associator {
             now_s: f64::NEG_INFINITY,
             pool: vec![Vec::new(); n_sta],
             pool_len: 0,
-            failed: HashMap::new(),
+            failed: vec![0; nb * n_nodes],
             dirty: Vec::new(),
             dirty_full: Vec::new(),
             deferred: Vec::new(),
@@ -527,10 +537,9 @@ impl Associator {
                 let slot = ((self.k_lo + i as i64) & self.mask) as usize;
                 self.acc[slot * self.n_nodes..(slot + 1) * self.n_nodes].fill(0);
                 self.bin_max[slot] = 0;
+                self.failed[slot * self.n_nodes..(slot + 1) * self.n_nodes].fill(0);
             }
             self.k_lo = lo_new;
-            let k_lo = self.k_lo;
-            self.failed.retain(|&(k, _), _| k >= k_lo);
         }
         // close events whose window has passed (in opening order)
         let mut i = 0;
@@ -570,7 +579,9 @@ impl Associator {
         let n = self.n_nodes;
         let tab = self.grid.station_table(ph, sta);
         let tol = self.tol_vote_s[ph.index()];
-        let base = (t - tol - self.k_lo as f64 * self.dt_s) * self.inv_dt;
+        // offset keeps the argument positive so truncation is floor (libm floor is a call)
+        const OFF: f64 = 1024.0;
+        let base = (t - tol - self.k_lo as f64 * self.dt_s) * self.inv_dt + OFF;
         let width = 2.0 * tol * self.inv_dt;
         let nb = self.nb as i64;
         let r_live = self.k_live - self.k_lo;
@@ -578,8 +589,8 @@ impl Associator {
         let inv_dt = self.inv_dt;
         for (node, &tt) in tab.iter().enumerate() {
             let a = base - f64::from(tt) * inv_dt;
-            let r1 = a.floor() as i64;
-            let r2 = (a + width).floor() as i64;
+            let r1 = a as i64 - OFF as i64;
+            let r2 = (a + width) as i64 - OFF as i64;
             for r in r1.max(0)..=r2.min(nb - 1) {
                 let k = self.k_lo + r;
                 let idx = ((k & self.mask) as usize) * n + node;
@@ -666,10 +677,8 @@ impl Associator {
                 if c < thr {
                     continue;
                 }
-                if let Some(&fc) = self.failed.get(&(k, node)) {
-                    if c <= fc {
-                        continue;
-                    }
+                if c <= self.failed[((k & self.mask) as usize) * self.n_nodes + node as usize] {
+                    continue;
                 }
                 if best.is_none_or(|(bc, bn)| c > bc || (c == bc && node < bn)) {
                     best = Some((c, node));
@@ -687,7 +696,7 @@ impl Associator {
                 continue;
             }
             self.stats.confirm_failures += 1;
-            self.failed.insert((k, node), c);
+            self.failed[((k & self.mask) as usize) * self.n_nodes + node as usize] = c;
             failures += 1;
             if failures >= self.cfg.max_tries_per_bin {
                 break;
@@ -709,18 +718,14 @@ impl Associator {
                 continue;
             }
             let row = &self.acc[slot * self.n_nodes..][..self.n_nodes];
+            let failed = &self.failed[slot * self.n_nodes..][..self.n_nodes];
             let mut exact = 0;
             let mut found = false;
-            for (nd, &cc) in row.iter().enumerate() {
+            for (nd, (&cc, &fc)) in row.iter().zip(failed).enumerate() {
                 exact = exact.max(cc);
-                if cc > c && !(kk == k && nd as u32 == node) {
-                    match self.failed.get(&(kk, nd as u32)) {
-                        Some(&fc) if cc <= fc => {}
-                        _ => {
-                            found = true;
-                            break;
-                        }
-                    }
+                if cc > c && cc > fc && !(kk == k && nd as u32 == node) {
+                    found = true;
+                    break;
                 }
             }
             if found {
@@ -831,6 +836,9 @@ impl Associator {
         if picks.len() < self.cfg.min_picks || distinct_stations(picks.iter().map(|p| p.pick.station)) < self.cfg.min_stations {
             return false;
         }
+        if !self.nearest_stations_picked(x, &picks) {
+            return false;
+        }
         // 3. open the event and withdraw its picks from the pool
         for p in &picks {
             self.remove_from_pool(&p.pick);
@@ -860,6 +868,23 @@ impl Associator {
             self.open.push(ev);
         }
         true
+    }
+
+    /// The coverage test of [`AssociatorConfig::min_nearest_fraction`].
+    fn nearest_stations_picked(&self, x: LocalPoint, picks: &[AssociatedPick]) -> bool {
+        let mut picked = vec![false; self.n_sta];
+        for p in picks {
+            picked[p.pick.station] = true;
+        }
+        let m = picked.iter().filter(|&&b| b).count();
+        if 2 * m >= self.n_sta {
+            return true;
+        }
+        let mut d: Vec<(f64, usize)> =
+            self.stations.iter().enumerate().map(|(i, s)| (s.horizontal_distance_km(&x), i)).collect();
+        d.select_nth_unstable_by(2 * m - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let near = d[..2 * m].iter().filter(|(_, i)| picked[*i]).count();
+        near as f64 >= self.cfg.min_nearest_fraction * m as f64
     }
 
     fn remove_from_pool(&mut self, p: &AssocPick) {
