@@ -50,7 +50,11 @@ impl TraveltimeGrid {
         dz_km: f64,
     ) -> Result<Self, AssociateError> {
         let count = |lo: f64, hi: f64, d: f64| ((hi - lo) / d - 1e-9).ceil().max(0.0) as usize + 1;
-        let n = [count(x_range.0, x_range.1, dh_km), count(y_range.0, y_range.1, dh_km), count(z_range.0, z_range.1, dz_km)];
+        let n = [
+            count(x_range.0, x_range.1, dh_km),
+            count(y_range.0, y_range.1, dh_km),
+            count(z_range.0, z_range.1, dz_km),
+        ];
         let n_nodes = n[0] * n[1] * n[2];
         if n_nodes > 2_000_000 || n_nodes * stations.len() > 200_000_000 {
             return Err(AssociateError::InvalidConfig(format!(
@@ -66,8 +70,14 @@ impl TraveltimeGrid {
             dz_km,
             n,
             n_stations: stations.len(),
-            tt: [vec![0.0; n_nodes * stations.len()], vec![0.0; n_nodes * stations.len()]],
-            tau: [vec![0.0; n_nodes * stations.len()], vec![0.0; n_nodes * stations.len()]],
+            tt: [
+                vec![0.0; n_nodes * stations.len()],
+                vec![0.0; n_nodes * stations.len()],
+            ],
+            tau: [
+                vec![0.0; n_nodes * stations.len()],
+                vec![0.0; n_nodes * stations.len()],
+            ],
             v_ref_km_s: [1.0; 2],
             stations: stations.to_vec(),
             max_slowness: [0.0; 2],
@@ -76,13 +86,15 @@ impl TraveltimeGrid {
             for (s, st) in stations.iter().enumerate() {
                 for node in 0..n_nodes {
                     let src = g.node_position(node);
-                    let t = model.traveltime_s(ph, src, *st).map_err(|e| AssociateError::Traveltime {
-                        phase: ph,
-                        station: s,
-                        x_km: src.x_km,
-                        y_km: src.y_km,
-                        z_km: src.z_km,
-                        message: e.to_string(),
+                    let t = model.traveltime_s(ph, src, *st).map_err(|e| {
+                        AssociateError::Traveltime {
+                            phase: ph,
+                            station: s,
+                            x_km: src.x_km,
+                            y_km: src.y_km,
+                            z_km: src.z_km,
+                            message: e.to_string(),
+                        }
                     })?;
                     if !t.is_finite() || t < 0.0 {
                         return Err(AssociateError::Traveltime {
@@ -212,9 +224,12 @@ impl TraveltimeGrid {
     pub fn clamp(&self, p: LocalPoint) -> LocalPoint {
         let hi = |o: f64, d: f64, n: usize| o + d * (n.saturating_sub(1)) as f64;
         LocalPoint::new(
-            p.x_km.clamp(self.x0_km, hi(self.x0_km, self.dh_km, self.n[0])),
-            p.y_km.clamp(self.y0_km, hi(self.y0_km, self.dh_km, self.n[1])),
-            p.z_km.clamp(self.z0_km, hi(self.z0_km, self.dz_km, self.n[2])),
+            p.x_km
+                .clamp(self.x0_km, hi(self.x0_km, self.dh_km, self.n[0])),
+            p.y_km
+                .clamp(self.y0_km, hi(self.y0_km, self.dh_km, self.n[1])),
+            p.z_km
+                .clamp(self.z0_km, hi(self.z0_km, self.dz_km, self.n[2])),
         )
     }
 
@@ -234,7 +249,11 @@ impl TraveltimeGrid {
         let (iy, fy) = Self::axis(self.y0_km, self.dh_km, self.n[1], p.y_km);
         let (iz, fz) = Self::axis(self.z0_km, self.dz_km, self.n[2], p.z_km);
         let step = |i: usize, n: usize| usize::from(i + 1 < n);
-        let (sx, sy, sz) = (step(ix, self.n[0]), step(iy, self.n[1]), step(iz, self.n[2]));
+        let (sx, sy, sz) = (
+            step(ix, self.n[0]),
+            step(iy, self.n[1]),
+            step(iz, self.n[2]),
+        );
         let mut out = [(0usize, 0.0f64); 8];
         let mut k = 0;
         for (dz, wz) in [(0, 1.0 - fz), (sz, fz)] {
@@ -265,7 +284,8 @@ impl TraveltimeGrid {
 
     /// Node nearest to a point.
     pub fn nearest_node(&self, p: LocalPoint) -> usize {
-        let idx = |o: f64, d: f64, n: usize, v: f64| (((v - o) / d).round().max(0.0) as usize).min(n - 1);
+        let idx =
+            |o: f64, d: f64, n: usize, v: f64| (((v - o) / d).round().max(0.0) as usize).min(n - 1);
         self.node_index(
             idx(self.x0_km, self.dh_km, self.n[0], p.x_km),
             idx(self.y0_km, self.dh_km, self.n[1], p.y_km),
@@ -283,8 +303,12 @@ mod tests {
     #[test]
     fn interpolation_reproduces_nodes_and_is_close_between() {
         let m = AnalyticModel::new(GradientModel::new(0.0, 5.5, 3.2, 0.03, 0.02).unwrap());
-        let st = [LocalPoint::new(3.0, 4.0, -0.5), LocalPoint::new(40.0, -10.0, 0.0)];
-        let g = TraveltimeGrid::build(&m, &st, (-20.0, 60.0), (-30.0, 30.0), (0.0, 20.0), 4.0, 5.0).unwrap();
+        let st = [
+            LocalPoint::new(3.0, 4.0, -0.5),
+            LocalPoint::new(40.0, -10.0, 0.0),
+        ];
+        let g = TraveltimeGrid::build(&m, &st, (-20.0, 60.0), (-30.0, 30.0), (0.0, 20.0), 4.0, 5.0)
+            .unwrap();
         let node = g.node_index(3, 2, 1);
         let p = g.node_position(node);
         let w = g.weights(p);
@@ -296,7 +320,10 @@ mod tests {
         let got = g.interpolate_at(Phase::P, 1, q, &g.weights(q));
         assert!((got - exact).abs() < 0.01, "{got} vs {exact}");
         // right under a station, where T has its kink, the factored form stays accurate
-        for q in [LocalPoint::new(3.4, 3.3, 1.0), LocalPoint::new(2.0, 5.5, 4.0)] {
+        for q in [
+            LocalPoint::new(3.4, 3.3, 1.0),
+            LocalPoint::new(2.0, 5.5, 4.0),
+        ] {
             let exact = m.traveltime_s(Phase::S, q, st[0]).unwrap();
             let got = g.interpolate_at(Phase::S, 0, q, &g.weights(q));
             assert!((got - exact).abs() < 0.02, "{got} vs {exact}");
@@ -304,6 +331,9 @@ mod tests {
         // the slowness estimate is bounded by the slowest velocity in the box
         assert!(g.max_slowness_s_per_km(Phase::S) <= 1.0 / 3.2 + 1e-6);
         assert!(g.max_slowness_s_per_km(Phase::S) > 0.8 / 3.2);
-        assert_eq!(g.nearest_node(LocalPoint::new(-8.1, -21.9, 4.0)), g.node_index(3, 2, 1));
+        assert_eq!(
+            g.nearest_node(LocalPoint::new(-8.1, -21.9, 4.0)),
+            g.node_index(3, 2, 1)
+        );
     }
 }

@@ -52,7 +52,14 @@ pub enum AssociateError {
     #[error("station {station}: non-finite position")]
     StationPosition { station: usize },
     #[error("traveltime of {phase} from ({x_km:.2}, {y_km:.2}, {z_km:.2}) km to station {station}: {message}")]
-    Traveltime { phase: Phase, station: usize, x_km: f64, y_km: f64, z_km: f64, message: String },
+    Traveltime {
+        phase: Phase,
+        station: usize,
+        x_km: f64,
+        y_km: f64,
+        z_km: f64,
+        message: String,
+    },
 }
 
 /// Configures an [`Associator`].
@@ -128,17 +135,29 @@ impl Default for AssociatorConfig {
 impl AssociatorConfig {
     fn validate(&self) -> Result<(), AssociateError> {
         let bad = |m: &str| Err(AssociateError::InvalidConfig(m.to_string()));
-        let pos = [self.grid_spacing_km, self.depth_spacing_km, self.tolerance_p_s, self.tolerance_s_s];
+        let pos = [
+            self.grid_spacing_km,
+            self.depth_spacing_km,
+            self.tolerance_p_s,
+            self.tolerance_s_s,
+        ];
         if !pos.iter().all(|v| v.is_finite() && *v > 0.0) {
             return bad("grid spacings and tolerances must be finite and positive");
         }
-        if !(self.depth_min_km.is_finite() && self.depth_max_km.is_finite() && self.depth_max_km >= self.depth_min_km) {
+        if !(self.depth_min_km.is_finite()
+            && self.depth_max_km.is_finite()
+            && self.depth_max_km >= self.depth_min_km)
+        {
             return bad("depth range must be finite with depth_max_km >= depth_min_km");
         }
         if !(self.tolerance_relative.is_finite() && (0.0..1.0).contains(&self.tolerance_relative)) {
             return bad("tolerance_relative must be in 0..1");
         }
-        if !(self.box_margin_km.is_finite() && self.box_margin_km >= 0.0 && self.close_margin_s.is_finite() && self.close_margin_s >= 0.0) {
+        if !(self.box_margin_km.is_finite()
+            && self.box_margin_km >= 0.0
+            && self.close_margin_s.is_finite()
+            && self.close_margin_s >= 0.0)
+        {
             return bad("box_margin_km and close_margin_s must be finite and non-negative");
         }
         if let Some(d) = self.decision_delay_s {
@@ -151,7 +170,10 @@ impl AssociatorConfig {
                 return bad("box_km must be finite [x_min, x_max, y_min, y_max] with min <= max");
             }
         }
-        if self.min_stations < 2 || self.min_picks < self.min_stations.min(3) || self.trigger_picks < 2 {
+        if self.min_stations < 2
+            || self.min_picks < self.min_stations.min(3)
+            || self.trigger_picks < 2
+        {
             return bad("need min_stations >= 2, trigger_picks >= 2 and min_picks >= 3");
         }
         if !(0.0..=1.0).contains(&self.min_nearest_fraction) {
@@ -270,9 +292,6 @@ struct OpenEvent {
     relocated_at_n: usize,
 }
 
-/// Cap on remembered dirty cells between two decisions; beyond it the whole bin is rescanned.
-const MAX_DIRTY_CELLS: usize = 1 << 16;
-
 /// The streaming associator. Feed picks with [`Associator::push`], move the clock with
 /// [`Associator::advance_to`], and drain with [`Associator::flush`].
 #[derive(Debug)]
@@ -305,8 +324,8 @@ pub struct Associator {
     /// Per cell (same layout as `acc`): the count at which its confirmation last failed;
     /// it is retried only once its count has grown past that.
     failed: Vec<u32>,
-    dirty: Vec<(i64, u32)>,
-    dirty_full: Vec<i64>,
+    /// Decided bins in which a new vote reached the trigger since the last decision.
+    dirty: Vec<i64>,
     /// Bins whose best cell waits for a stronger cell in a later bin to be decided first.
     deferred: Vec<i64>,
     /// Bins after a candidate's bin that may hold a better explanation of its picks.
@@ -317,7 +336,11 @@ pub struct Associator {
 
 impl Associator {
     /// Builds the grid over the stations (local km) and tabulates `model` once.
-    pub fn new(stations: &[LocalPoint], model: &dyn TraveltimeModel, cfg: AssociatorConfig) -> Result<Self, AssociateError> {
+    pub fn new(
+        stations: &[LocalPoint],
+        model: &dyn TraveltimeModel,
+        cfg: AssociatorConfig,
+    ) -> Result<Self, AssociateError> {
         cfg.validate()?;
         if stations.is_empty() {
             return Err(AssociateError::NoStations);
@@ -330,9 +353,17 @@ impl Associator {
         let [x0, x1, y0, y1] = cfg.box_km.unwrap_or_else(|| {
             let m = cfg.box_margin_km;
             let fold = |f: fn(&LocalPoint) -> f64, lo: bool| {
-                stations.iter().map(f).fold(if lo { f64::INFINITY } else { f64::NEG_INFINITY }, if lo { f64::min } else { f64::max })
+                stations.iter().map(f).fold(
+                    if lo { f64::INFINITY } else { f64::NEG_INFINITY },
+                    if lo { f64::min } else { f64::max },
+                )
             };
-            [fold(|p| p.x_km, true) - m, fold(|p| p.x_km, false) + m, fold(|p| p.y_km, true) - m, fold(|p| p.y_km, false) + m]
+            [
+                fold(|p| p.x_km, true) - m,
+                fold(|p| p.x_km, false) + m,
+                fold(|p| p.y_km, true) - m,
+                fold(|p| p.y_km, false) + m,
+            ]
         });
         let grid = TraveltimeGrid::build(
             model,
@@ -393,7 +424,6 @@ impl Associator {
             pool_len: 0,
             failed: vec![0; nb * n_nodes],
             dirty: Vec::new(),
-            dirty_full: Vec::new(),
             deferred: Vec::new(),
             span_bins: ((max_tt + tol_max_s) / dt_s).ceil() as i64 + 1,
             open: Vec::new(),
@@ -472,12 +502,21 @@ impl Associator {
             return out;
         }
         let station_pool = &mut self.pool[pick.station];
-        if self.pool_len >= self.cfg.max_pool_picks || station_pool.len() >= self.cfg.max_station_picks {
+        if self.pool_len >= self.cfg.max_pool_picks
+            || station_pool.len() >= self.cfg.max_station_picks
+        {
             self.stats.dropped_capacity += 1;
             return out;
         }
         let at = station_pool.partition_point(|p| p.time_s <= pick.time_s);
-        station_pool.insert(at, PoolPick { id: pick.id, phase: pick.phase, time_s: pick.time_s });
+        station_pool.insert(
+            at,
+            PoolPick {
+                id: pick.id,
+                phase: pick.phase,
+                time_s: pick.time_s,
+            },
+        );
         self.pool_len += 1;
         self.vote(pick.station, pick.phase, pick.time_s, true);
         self.process_dirty(&mut out);
@@ -502,7 +541,7 @@ impl Associator {
         let top = self.k_lo + self.nb as i64 - 1;
         for k in (self.k_live + 1).max(self.k_lo)..=top {
             self.k_live = k;
-            self.process_bin(k, None, &mut out);
+            self.process_bin(k, &mut out);
         }
         self.process_deferred(&mut out);
         let open = std::mem::take(&mut self.open);
@@ -520,7 +559,7 @@ impl Associator {
         let last = target_live.min(top_old);
         for k in first..=last {
             self.k_live = k;
-            self.process_bin(k, None, out);
+            self.process_bin(k, out);
         }
         self.k_live = self.k_live.max(target_live);
         if first <= last {
@@ -535,9 +574,11 @@ impl Associator {
             let n_clear = ((lo_new - self.k_lo) as usize).min(self.nb);
             for i in 0..n_clear {
                 let slot = ((self.k_lo + i as i64) & self.mask) as usize;
-                self.acc[slot * self.n_nodes..(slot + 1) * self.n_nodes].fill(0);
+                for node in 0..self.n_nodes {
+                    self.acc[node * self.nb + slot] = 0;
+                    self.failed[node * self.nb + slot] = 0;
+                }
                 self.bin_max[slot] = 0;
-                self.failed[slot * self.n_nodes..(slot + 1) * self.n_nodes].fill(0);
             }
             self.k_lo = lo_new;
         }
@@ -576,7 +617,6 @@ impl Associator {
     /// Adds (or withdraws) one pick's votes at every node. New votes in already decided bins
     /// that reach the trigger are remembered as dirty cells.
     fn vote(&mut self, sta: usize, ph: Phase, t: f64, add: bool) {
-        let n = self.n_nodes;
         let tab = self.grid.station_table(ph, sta);
         let tol = self.tol_vote_s[ph.index()];
         // offset keeps the argument positive so truncation is floor (libm floor is a call)
@@ -593,20 +633,16 @@ impl Associator {
             let r2 = (a + width) as i64 - OFF as i64;
             for r in r1.max(0)..=r2.min(nb - 1) {
                 let k = self.k_lo + r;
-                let idx = ((k & self.mask) as usize) * n + node;
+                let slot = (k & self.mask) as usize;
+                let idx = node * self.nb + slot;
                 if add {
                     let c = self.acc[idx] + 1;
                     self.acc[idx] = c;
-                    let slot = (k & self.mask) as usize;
                     if c > self.bin_max[slot] {
                         self.bin_max[slot] = c;
                     }
-                    if r <= r_live && c >= thr {
-                        if self.dirty.len() < MAX_DIRTY_CELLS {
-                            self.dirty.push((k, node as u32));
-                        } else if !self.dirty_full.contains(&k) {
-                            self.dirty_full.push(k);
-                        }
+                    if r <= r_live && c >= thr && !self.dirty.contains(&k) {
+                        self.dirty.push(k);
                     }
                 } else {
                     self.acc[idx] = self.acc[idx].saturating_sub(1);
@@ -619,53 +655,43 @@ impl Associator {
         if k < self.k_lo || k >= self.k_lo + self.nb as i64 {
             return 0;
         }
-        self.acc[((k & self.mask) as usize) * self.n_nodes + node]
+        self.acc[self.cell(k, node)]
+    }
+
+    /// Index of cell (bin k, node) in `acc` and `failed`: node-major, so that one pick's votes
+    /// (one or two adjacent bins at every node in turn) stream through memory.
+    fn cell(&self, k: i64, node: usize) -> usize {
+        node * self.nb + (k & self.mask) as usize
     }
 
     fn process_dirty(&mut self, out: &mut Vec<AssociatorOutput>) {
-        if self.dirty.is_empty() && self.dirty_full.is_empty() {
+        if self.dirty.is_empty() {
             return;
         }
-        let mut cells = std::mem::take(&mut self.dirty);
-        let mut full = std::mem::take(&mut self.dirty_full);
-        cells.sort_unstable();
-        cells.dedup();
-        full.sort_unstable();
-        let mut i = 0;
-        while i < cells.len() {
-            let k = cells[i].0;
-            let mut j = i;
-            while j < cells.len() && cells[j].0 == k {
-                j += 1;
+        let mut bins = std::mem::take(&mut self.dirty);
+        bins.sort_unstable();
+        for k in bins {
+            // a deferred bin is re-decided anyway once something is confirmed or a bin goes live
+            if !self.deferred.contains(&k) {
+                self.process_bin(k, out);
             }
-            if full.binary_search(&k).is_err() {
-                let nodes: Vec<u32> = cells[i..j].iter().map(|c| c.1).collect();
-                self.process_bin(k, Some(nodes), out);
-            }
-            i = j;
-        }
-        for k in full {
-            self.process_bin(k, None, out);
         }
         self.process_deferred(out);
-        // cells dirtied while processing belong to bins just handled; their counts only fell
+        // bins dirtied while deciding were just decided; their counts only fell
         self.dirty.clear();
-        self.dirty_full.clear();
     }
 
-    /// Decides bin `k`: tries the strongest eligible cells (all nodes, or the given ones).
-    fn process_bin(&mut self, k: i64, nodes: Option<Vec<u32>>, out: &mut Vec<AssociatorOutput>) {
+    /// Decides bin `k`: tries its strongest eligible cells.
+    fn process_bin(&mut self, k: i64, out: &mut Vec<AssociatorOutput>) {
         if k < self.k_lo || k >= self.k_lo + self.nb as i64 {
             return;
         }
         let thr = self.cfg.trigger_picks as u32;
-        let cands: Vec<u32> = match nodes {
-            Some(v) => v,
-            None => {
-                let row = &self.acc[((k & self.mask) as usize) * self.n_nodes..][..self.n_nodes];
-                row.iter().enumerate().filter(|(_, &c)| c >= thr).map(|(i, _)| i as u32).collect()
-            }
-        };
+        let slot = (k & self.mask) as usize;
+        let cands: Vec<u32> = (0..self.n_nodes)
+            .filter(|&i| self.acc[i * self.nb + slot] >= thr)
+            .map(|i| i as u32)
+            .collect();
         if cands.is_empty() {
             return;
         }
@@ -677,7 +703,7 @@ impl Associator {
                 if c < thr {
                     continue;
                 }
-                if c <= self.failed[((k & self.mask) as usize) * self.n_nodes + node as usize] {
+                if c <= self.failed[self.cell(k, node as usize)] {
                     continue;
                 }
                 if best.is_none_or(|(bc, bn)| c > bc || (c == bc && node < bn)) {
@@ -696,7 +722,8 @@ impl Associator {
                 continue;
             }
             self.stats.confirm_failures += 1;
-            self.failed[((k & self.mask) as usize) * self.n_nodes + node as usize] = c;
+            let i = self.cell(k, node as usize);
+            self.failed[i] = c;
             failures += 1;
             if failures >= self.cfg.max_tries_per_bin {
                 break;
@@ -712,26 +739,28 @@ impl Associator {
     fn stronger_nearby(&mut self, k: i64, node: u32, c: u32) -> bool {
         let lo = (k - self.span_bins).max(self.k_lo);
         let hi = (k + self.span_bins).min(self.k_lo + self.nb as i64 - 1);
-        for kk in lo..=hi {
-            let slot = (kk & self.mask) as usize;
-            if self.bin_max[slot] <= c {
-                continue;
-            }
-            let row = &self.acc[slot * self.n_nodes..][..self.n_nodes];
-            let failed = &self.failed[slot * self.n_nodes..][..self.n_nodes];
-            let mut exact = 0;
-            let mut found = false;
-            for (nd, (&cc, &fc)) in row.iter().zip(failed).enumerate() {
-                exact = exact.max(cc);
-                if cc > c && cc > fc && !(kk == k && nd as u32 == node) {
-                    found = true;
-                    break;
+        let slots: Vec<usize> = (lo..=hi)
+            .map(|kk| (kk & self.mask) as usize)
+            .filter(|&sl| self.bin_max[sl] > c)
+            .collect();
+        if slots.is_empty() {
+            return false;
+        }
+        let own = (k & self.mask) as usize;
+        let mut exact = vec![0u32; slots.len()];
+        for nd in 0..self.n_nodes {
+            let base = nd * self.nb;
+            for (j, &sl) in slots.iter().enumerate() {
+                let cc = self.acc[base + sl];
+                exact[j] = exact[j].max(cc);
+                if cc > c && cc > self.failed[base + sl] && !(sl == own && nd as u32 == node) {
+                    return true;
                 }
             }
-            if found {
-                return true;
-            }
-            self.bin_max[slot] = exact;
+        }
+        // nothing stronger: the scan gave exact maxima, which tighten later checks
+        for (j, &sl) in slots.iter().enumerate() {
+            self.bin_max[sl] = exact[j];
         }
         false
     }
@@ -746,7 +775,7 @@ impl Associator {
             bins.sort_unstable();
             for k in bins {
                 if k >= self.k_lo && k <= self.k_live {
-                    self.process_bin(k, None, out);
+                    self.process_bin(k, out);
                 }
             }
         }
@@ -818,7 +847,15 @@ impl Associator {
                 None => chosen.push(*c),
             }
         }
-        if chosen.len() < self.cfg.min_picks || distinct_stations(chosen.iter().map(|c| c.1)) < self.cfg.min_stations {
+        if chosen.len() < self.cfg.min_picks
+            || distinct_stations(chosen.iter().map(|c| c.1)) < self.cfg.min_stations
+        {
+            return false;
+        }
+        // the coverage test, looser (3m nearest), at the node: cheap, and it spares most
+        // chance alignments the refinement
+        let near_picks: Vec<usize> = chosen.iter().map(|c| c.1).collect();
+        if !self.nearest_stations_picked(self.grid.node_position(node), &near_picks, 3) {
             return false;
         }
         // 2. refine on the interpolated tables, gather tightly, refine and gather again
@@ -830,13 +867,19 @@ impl Associator {
         if picks.len() < self.cfg.min_picks {
             return false;
         }
-        let obs: Vec<(usize, Phase, f64)> = picks.iter().map(|p| (p.pick.station, p.pick.phase, p.pick.time_s)).collect();
+        let obs: Vec<(usize, Phase, f64)> = picks
+            .iter()
+            .map(|p| (p.pick.station, p.pick.phase, p.pick.time_s))
+            .collect();
         let (x, t0) = self.refine(x, &obs, h / 8.0, hz / 8.0, 1, 3);
         picks = self.gather(x, t0);
-        if picks.len() < self.cfg.min_picks || distinct_stations(picks.iter().map(|p| p.pick.station)) < self.cfg.min_stations {
+        if picks.len() < self.cfg.min_picks
+            || distinct_stations(picks.iter().map(|p| p.pick.station)) < self.cfg.min_stations
+        {
             return false;
         }
-        if !self.nearest_stations_picked(x, &picks) {
+        let stas: Vec<usize> = picks.iter().map(|p| p.pick.station).collect();
+        if !self.nearest_stations_picked(x, &stas, 2) {
             return false;
         }
         // 3. open the event and withdraw its picks from the pool
@@ -849,7 +892,8 @@ impl Associator {
         for p in &picks {
             taken[2 * p.pick.station + p.pick.phase.index()] = true;
         }
-        let close_at_s = t0 + f64::from(self.max_tt_node[nearest]) + self.tol_max_s + self.cfg.close_margin_s;
+        let close_at_s =
+            t0 + f64::from(self.max_tt_node[nearest]) + self.tol_max_s + self.cfg.close_margin_s;
         let ev = OpenEvent {
             id: id.clone(),
             origin_time_s: t0,
@@ -861,7 +905,12 @@ impl Associator {
             close_at_s,
         };
         self.stats.events_opened += 1;
-        out.push(AssociatorOutput::EventOpened { id, origin_time_s: t0, hypocentre: x, picks });
+        out.push(AssociatorOutput::EventOpened {
+            id,
+            origin_time_s: t0,
+            hypocentre: x,
+            picks,
+        });
         if close_at_s <= self.now_s {
             self.close(ev, out);
         } else {
@@ -871,25 +920,35 @@ impl Associator {
     }
 
     /// The coverage test of [`AssociatorConfig::min_nearest_fraction`].
-    fn nearest_stations_picked(&self, x: LocalPoint, picks: &[AssociatedPick]) -> bool {
+    /// `factor` m nearest stations are searched (2 for the final test).
+    fn nearest_stations_picked(&self, x: LocalPoint, stations: &[usize], factor: usize) -> bool {
         let mut picked = vec![false; self.n_sta];
-        for p in picks {
-            picked[p.pick.station] = true;
+        for &s in stations {
+            picked[s] = true;
         }
         let m = picked.iter().filter(|&&b| b).count();
-        if 2 * m >= self.n_sta {
+        if m == 0 || factor * m >= self.n_sta {
             return true;
         }
-        let mut d: Vec<(f64, usize)> =
-            self.stations.iter().enumerate().map(|(i, s)| (s.horizontal_distance_km(&x), i)).collect();
-        d.select_nth_unstable_by(2 * m - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let near = d[..2 * m].iter().filter(|(_, i)| picked[*i]).count();
+        let mut d: Vec<(f64, usize)> = self
+            .stations
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.horizontal_distance_km(&x), i))
+            .collect();
+        d.select_nth_unstable_by(factor * m - 1, |a, b| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+        });
+        let near = d[..factor * m].iter().filter(|(_, i)| picked[*i]).count();
         near as f64 >= self.cfg.min_nearest_fraction * m as f64
     }
 
     fn remove_from_pool(&mut self, p: &AssocPick) {
         let sp = &mut self.pool[p.station];
-        if let Some(i) = sp.iter().position(|q| q.id == p.id && q.time_s == p.time_s && q.phase == p.phase) {
+        if let Some(i) = sp
+            .iter()
+            .position(|q| q.id == p.id && q.time_s == p.time_s && q.phase == p.phase)
+        {
             sp.remove(i);
             self.pool_len -= 1;
             self.vote(p.station, p.phase, p.time_s, false);
@@ -899,7 +958,15 @@ impl Associator {
     /// Robust grid search around `start`: capped L1 of residuals (cap: the voting tolerance)
     /// scaled by the tight tolerance; origin time the median. `half` points each side on the
     /// first level, then `levels - 1` halvings with one point each side.
-    fn refine(&self, start: LocalPoint, obs: &[(usize, Phase, f64)], step_h: f64, step_z: f64, half: i32, levels: usize) -> (LocalPoint, f64) {
+    fn refine(
+        &self,
+        start: LocalPoint,
+        obs: &[(usize, Phase, f64)],
+        step_h: f64,
+        step_z: f64,
+        half: i32,
+        levels: usize,
+    ) -> (LocalPoint, f64) {
         let mut taus = Vec::with_capacity(obs.len());
         let mut eval = |x: LocalPoint| -> (f64, f64) {
             let w = self.grid.weights(x);
@@ -926,7 +993,7 @@ impl Associator {
         let mut hw = half;
         for _ in 0..levels {
             // pattern search: keep stepping at this resolution while the cost falls (bounded)
-            for _ in 0..8 {
+            for _ in 0..(if hw > 1 { 2 } else { 6 }) {
                 let centre = best;
                 for iz in -hw..=hw {
                     for iy in -hw..=hw {
@@ -985,7 +1052,15 @@ impl Associator {
                     }
                 }
                 if let Some((r, p)) = best {
-                    out.push(AssociatedPick { pick: AssocPick { id: p.id, station: s, phase: ph, time_s: p.time_s }, residual_s: r });
+                    out.push(AssociatedPick {
+                        pick: AssocPick {
+                            id: p.id,
+                            station: s,
+                            phase: ph,
+                            time_s: p.time_s,
+                        },
+                        residual_s: r,
+                    });
                 }
             }
         }
@@ -1000,7 +1075,9 @@ impl Associator {
             if e.taken[slot] {
                 continue;
             }
-            let tt = self.grid.interpolate_at(pick.phase, pick.station, e.hypocentre, &e.weights);
+            let tt = self
+                .grid
+                .interpolate_at(pick.phase, pick.station, e.hypocentre, &e.weights);
             let r = pick.time_s - e.origin_time_s - tt;
             let score = r.abs() / self.tolerance(pick.phase, tt);
             if score <= 1.0 && best.is_none_or(|(b, _)| score < b) {
@@ -1011,9 +1088,17 @@ impl Associator {
     }
 
     fn absorb(&mut self, i: usize, pick: AssocPick, out: &mut Vec<AssociatorOutput>) {
-        let tt = self.grid.interpolate_at(pick.phase, pick.station, self.open[i].hypocentre, &self.open[i].weights);
+        let tt = self.grid.interpolate_at(
+            pick.phase,
+            pick.station,
+            self.open[i].hypocentre,
+            &self.open[i].weights,
+        );
         let r = pick.time_s - self.open[i].origin_time_s - tt;
-        let mut new_picks = vec![AssociatedPick { pick, residual_s: r }];
+        let mut new_picks = vec![AssociatedPick {
+            pick,
+            residual_s: r,
+        }];
         {
             let e = &mut self.open[i];
             e.taken[2 * pick.station + pick.phase.index()] = true;
@@ -1022,8 +1107,11 @@ impl Associator {
         // relocate once the pick count has grown by half, then sweep the pool for picks that
         // now fit (they arrived before the event opened but missed the rough location)
         if 2 * self.open[i].picks.len() >= 3 * self.open[i].relocated_at_n {
-            let obs: Vec<(usize, Phase, f64)> =
-                self.open[i].picks.iter().map(|p| (p.pick.station, p.pick.phase, p.pick.time_s)).collect();
+            let obs: Vec<(usize, Phase, f64)> = self.open[i]
+                .picks
+                .iter()
+                .map(|p| (p.pick.station, p.pick.phase, p.pick.time_s))
+                .collect();
             let (h, hz) = (self.grid.dh_km, self.grid.dz_km);
             let (x, t0) = self.refine(self.open[i].hypocentre, &obs, h / 4.0, hz / 4.0, 1, 4);
             let w = self.grid.weights(x);
@@ -1033,7 +1121,10 @@ impl Associator {
                 self.remove_from_pool(&p.pick);
             }
             let nearest = self.grid.nearest_node(x);
-            let close_at = t0 + f64::from(self.max_tt_node[nearest]) + self.tol_max_s + self.cfg.close_margin_s;
+            let close_at = t0
+                + f64::from(self.max_tt_node[nearest])
+                + self.tol_max_s
+                + self.cfg.close_margin_s;
             let e = &mut self.open[i];
             e.hypocentre = x;
             e.origin_time_s = t0;

@@ -52,7 +52,12 @@ fn f1(p: f64, r: f64) -> f64 {
 
 /// Scores `associated` (each event a list of pick ids, ids indexing `truth`) against `truth`.
 /// Unknown pick ids count as false picks.
-pub fn score_association(truth: &[TruthPick], associated: &[Vec<u64>], min_picks: usize, min_stations: usize) -> AssociationScore {
+pub fn score_association(
+    truth: &[TruthPick],
+    associated: &[Vec<u64>],
+    min_picks: usize,
+    min_stations: usize,
+) -> AssociationScore {
     // detectable true events
     let mut per_event: HashMap<usize, (usize, Vec<usize>)> = HashMap::new();
     for t in truth {
@@ -81,7 +86,10 @@ pub fn score_association(truth: &[TruthPick], associated: &[Vec<u64>], min_picks
                 *counts.entry(e).or_default() += 1;
             }
         }
-        if let Some((&e, &c)) = counts.iter().max_by_key(|(&e, &c)| (c, std::cmp::Reverse(e))) {
+        if let Some((&e, &c)) = counts
+            .iter()
+            .max_by_key(|(&e, &c)| (c, std::cmp::Reverse(e)))
+        {
             if 2 * c > ev.len() {
                 claims.push((c, i, e));
             }
@@ -137,9 +145,18 @@ mod tests {
         // event 0: picks 0..4 on 4 stations; event 1: picks 4..8; pick 8, 9 false;
         // event 2: two picks only (not detectable)
         let truth = vec![
-            t(Some(0), 0), t(Some(0), 1), t(Some(0), 2), t(Some(0), 3),
-            t(Some(1), 0), t(Some(1), 1), t(Some(1), 2), t(Some(1), 3),
-            t(None, 0), t(None, 1), t(Some(2), 0), t(Some(2), 1),
+            t(Some(0), 0),
+            t(Some(0), 1),
+            t(Some(0), 2),
+            t(Some(0), 3),
+            t(Some(1), 0),
+            t(Some(1), 1),
+            t(Some(1), 2),
+            t(Some(1), 3),
+            t(None, 0),
+            t(None, 1),
+            t(Some(2), 0),
+            t(Some(2), 1),
         ];
         // perfect
         let s = score_association(&truth, &[vec![0, 1, 2, 3], vec![4, 5, 6, 7]], 4, 4);

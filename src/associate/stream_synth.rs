@@ -110,11 +110,25 @@ pub struct SynthStream {
 impl SynthStream {
     /// The picks as associator input.
     pub fn assoc_picks(&self) -> Vec<AssocPick> {
-        self.picks.iter().map(|p| AssocPick { id: p.id, station: p.station, phase: p.phase, time_s: p.time_s }).collect()
+        self.picks
+            .iter()
+            .map(|p| AssocPick {
+                id: p.id,
+                station: p.station,
+                phase: p.phase,
+                time_s: p.time_s,
+            })
+            .collect()
     }
     /// The truth per pick id, for [`super::score_association`].
     pub fn truth(&self) -> Vec<TruthPick> {
-        self.picks.iter().map(|p| TruthPick { event: p.event, station: p.station }).collect()
+        self.picks
+            .iter()
+            .map(|p| TruthPick {
+                event: p.event,
+                station: p.station,
+            })
+            .collect()
     }
     /// Number of false picks.
     pub fn n_false(&self) -> usize {
@@ -128,18 +142,38 @@ fn laplace(rng: &mut ChaCha8Rng, scale: f64) -> f64 {
 }
 
 /// Generates a stream with `model` traveltimes.
-pub fn synth_stream(cfg: &StreamSynthConfig, model: &dyn TraveltimeModel) -> Result<SynthStream, AssociateError> {
+pub fn synth_stream(
+    cfg: &StreamSynthConfig,
+    model: &dyn TraveltimeModel,
+) -> Result<SynthStream, AssociateError> {
     let ok = cfg.n_stations > 0
-        && [cfg.width_km, cfg.duration_s, cfg.events_per_day, cfg.reach_min_km, cfg.reach_max_km].iter().all(|v| v.is_finite() && *v > 0.0)
+        && [
+            cfg.width_km,
+            cfg.duration_s,
+            cfg.events_per_day,
+            cfg.reach_min_km,
+            cfg.reach_max_km,
+        ]
+        .iter()
+        .all(|v| v.is_finite() && *v > 0.0)
         && cfg.reach_max_km >= cfg.reach_min_km
         && (0.0..1.0).contains(&cfg.false_pick_fraction)
         && (0.0..=1.0).contains(&cfg.p_detect_max)
         && (0.0..=1.0).contains(&cfg.s_detect_ratio)
-        && [cfg.noise_p_s, cfg.noise_s_s, cfg.station_static_s, cfg.station_elevation_max_km].iter().all(|v| v.is_finite() && *v >= 0.0)
+        && [
+            cfg.noise_p_s,
+            cfg.noise_s_s,
+            cfg.station_static_s,
+            cfg.station_elevation_max_km,
+        ]
+        .iter()
+        .all(|v| v.is_finite() && *v >= 0.0)
         && cfg.depth_min_km.is_finite()
         && cfg.depth_max_km >= cfg.depth_min_km;
     if !ok {
-        return Err(AssociateError::InvalidConfig(format!("stream synthesis parameters out of range: {cfg:?}")));
+        return Err(AssociateError::InvalidConfig(format!(
+            "stream synthesis parameters out of range: {cfg:?}"
+        )));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let stations: Vec<LocalPoint> = (0..cfg.n_stations)
@@ -151,9 +185,13 @@ pub fn synth_stream(cfg: &StreamSynthConfig, model: &dyn TraveltimeModel) -> Res
             )
         })
         .collect();
-    let statics = Normal::new(0.0, cfg.station_static_s.max(1e-12)).map_err(|e| AssociateError::InvalidConfig(e.to_string()))?;
-    let station_static: Vec<[f64; 2]> = (0..cfg.n_stations).map(|_| [statics.sample(&mut rng), statics.sample(&mut rng)]).collect();
-    let gap = Exp::new(cfg.events_per_day / 86_400.0).map_err(|e| AssociateError::InvalidConfig(e.to_string()))?;
+    let statics = Normal::new(0.0, cfg.station_static_s.max(1e-12))
+        .map_err(|e| AssociateError::InvalidConfig(e.to_string()))?;
+    let station_static: Vec<[f64; 2]> = (0..cfg.n_stations)
+        .map(|_| [statics.sample(&mut rng), statics.sample(&mut rng)])
+        .collect();
+    let gap = Exp::new(cfg.events_per_day / 86_400.0)
+        .map_err(|e| AssociateError::InvalidConfig(e.to_string()))?;
     let mut events = Vec::new();
     let mut t = gap.sample(&mut rng);
     let (lr0, lr1) = (cfg.reach_min_km.ln(), cfg.reach_max_km.ln());
@@ -164,7 +202,11 @@ pub fn synth_stream(cfg: &StreamSynthConfig, model: &dyn TraveltimeModel) -> Res
             rng.gen_range(cfg.depth_min_km..=cfg.depth_max_km),
         );
         let reach = (lr0 + (lr1 - lr0) * rng.gen::<f64>()).exp();
-        events.push(SynthEvent { origin_time_s: t, hypocentre: hyp, reach_km: reach });
+        events.push(SynthEvent {
+            origin_time_s: t,
+            hypocentre: hyp,
+            reach_km: reach,
+        });
         t += gap.sample(&mut rng);
     }
     let mut picks: Vec<SynthPick> = Vec::new();
@@ -173,28 +215,52 @@ pub fn synth_stream(cfg: &StreamSynthConfig, model: &dyn TraveltimeModel) -> Res
             let d = ev.hypocentre.horizontal_distance_km(st);
             let p_det = cfg.p_detect_max * (-(d / ev.reach_km).powi(2)).exp();
             for ph in Phase::ALL {
-                let p = if ph == Phase::P { p_det } else { p_det * cfg.s_detect_ratio };
+                let p = if ph == Phase::P {
+                    p_det
+                } else {
+                    p_det * cfg.s_detect_ratio
+                };
                 if rng.gen::<f64>() >= p {
                     continue;
                 }
-                let tt = model.traveltime_s(ph, ev.hypocentre, *st).map_err(|e| AssociateError::Traveltime {
-                    phase: ph,
-                    station: s,
-                    x_km: ev.hypocentre.x_km,
-                    y_km: ev.hypocentre.y_km,
-                    z_km: ev.hypocentre.z_km,
-                    message: e.to_string(),
+                let tt = model.traveltime_s(ph, ev.hypocentre, *st).map_err(|e| {
+                    AssociateError::Traveltime {
+                        phase: ph,
+                        station: s,
+                        x_km: ev.hypocentre.x_km,
+                        y_km: ev.hypocentre.y_km,
+                        z_km: ev.hypocentre.z_km,
+                        message: e.to_string(),
+                    }
                 })?;
-                let noise = laplace(&mut rng, if ph == Phase::P { cfg.noise_p_s } else { cfg.noise_s_s });
+                let noise = laplace(
+                    &mut rng,
+                    if ph == Phase::P {
+                        cfg.noise_p_s
+                    } else {
+                        cfg.noise_s_s
+                    },
+                );
                 let time_s = ev.origin_time_s + tt + station_static[s][ph.index()] + noise;
-                picks.push(SynthPick { id: 0, station: s, phase: ph, time_s, event: Some(ei) });
+                picks.push(SynthPick {
+                    id: 0,
+                    station: s,
+                    phase: ph,
+                    time_s,
+                    event: Some(ei),
+                });
             }
         }
     }
     let n_true = picks.len();
-    let n_false = (cfg.false_pick_fraction / (1.0 - cfg.false_pick_fraction) * n_true as f64).round() as usize;
+    let n_false = (cfg.false_pick_fraction / (1.0 - cfg.false_pick_fraction) * n_true as f64)
+        .round() as usize;
     for _ in 0..n_false {
-        let ph = if rng.gen::<bool>() { Phase::P } else { Phase::S };
+        let ph = if rng.gen::<bool>() {
+            Phase::P
+        } else {
+            Phase::S
+        };
         picks.push(SynthPick {
             id: 0,
             station: rng.gen_range(0..cfg.n_stations),
@@ -203,9 +269,18 @@ pub fn synth_stream(cfg: &StreamSynthConfig, model: &dyn TraveltimeModel) -> Res
             event: None,
         });
     }
-    picks.sort_by(|a, b| a.time_s.total_cmp(&b.time_s).then(a.station.cmp(&b.station)).then(a.phase.cmp(&b.phase)));
+    picks.sort_by(|a, b| {
+        a.time_s
+            .total_cmp(&b.time_s)
+            .then(a.station.cmp(&b.station))
+            .then(a.phase.cmp(&b.phase))
+    });
     for (i, p) in picks.iter_mut().enumerate() {
         p.id = i as u64;
     }
-    Ok(SynthStream { stations, events, picks })
+    Ok(SynthStream {
+        stations,
+        events,
+        picks,
+    })
 }
