@@ -270,6 +270,8 @@ pub struct AssociatorStats {
     pub events_closed: u64,
     /// Candidate cells that did not confirm.
     pub confirm_failures: u64,
+    /// Confirmed candidates merged into an open event next to them instead of opening one.
+    pub events_merged: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -882,7 +884,40 @@ impl Associator {
         if !self.nearest_stations_picked(x, &stas, 2) {
             return false;
         }
-        // 3. open the event and withdraw its picks from the pool
+        // 3. a candidate next to an open event in space and time is the leftovers of that event
+        // (picks that missed its first, rougher location): they join it instead of splitting it
+        if let Some(i) = self.open.iter().position(|e| {
+            (e.origin_time_s - t0).abs() < self.tol_max_s
+                && ((e.hypocentre.x_km - x.x_km).powi(2)
+                    + (e.hypocentre.y_km - x.y_km).powi(2)
+                    + (e.hypocentre.z_km - x.z_km).powi(2))
+                .sqrt()
+                    < 2.0 * self.grid.dh_km
+        }) {
+            let mut added = Vec::new();
+            for p in picks {
+                let slot = 2 * p.pick.station + p.pick.phase.index();
+                if !self.open[i].taken[slot] {
+                    self.remove_from_pool(&p.pick);
+                    self.open[i].taken[slot] = true;
+                    self.open[i].picks.push(p);
+                    added.push(p);
+                }
+            }
+            if added.is_empty() {
+                return false;
+            }
+            self.stats.events_merged += 1;
+            let e = &self.open[i];
+            out.push(AssociatorOutput::EventUpdated {
+                id: e.id.clone(),
+                origin_time_s: e.origin_time_s,
+                hypocentre: e.hypocentre,
+                new_picks: added,
+            });
+            return true;
+        }
+        // 4. open the event and withdraw its picks from the pool
         for p in &picks {
             self.remove_from_pool(&p.pick);
         }
