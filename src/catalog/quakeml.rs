@@ -566,7 +566,8 @@ fn parse_tree(text: &str) -> Result<Node, CatalogError> {
 /// Reads QuakeML 1.2 text into events with their picks and origins.
 ///
 /// A pick, origin or arrival that cannot be used (unknown phase, bad time, missing
-/// coordinate, arrival to an unknown pick) is skipped with a [`RecordProblem`] naming its line
+/// coordinate, a second pick of the same phase at the same station, arrival to an unknown
+/// pick) is skipped with a [`RecordProblem`] naming its line
 /// and element; malformed or truncated XML, or a document without `eventParameters`, is an
 /// error. Picks without a time uncertainty take `options.default_uncertainty_s`.
 pub fn read_quakeml(text: &str, options: &PickOptions) -> Result<ReadReport<Event>, CatalogError> {
@@ -595,8 +596,26 @@ pub fn read_quakeml(text: &str, options: &PickOptions) -> Result<ReadReport<Even
             |r| id_from_resource("event", r),
         );
         let mut picks = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for p in ev.all("pick") {
             match read_pick(p, options) {
+                // One P and one S per station and event, as every reader here keeps them.
+                Ok(pick)
+                    if !seen.insert((
+                        pick.station.network.clone(),
+                        pick.station.station.clone(),
+                        pick.phase,
+                    )) =>
+                {
+                    report.problems.push(problem(
+                        p,
+                        "pick/waveformID",
+                        format!(
+                            "duplicate {} pick at {} in event {id} (kept the first)",
+                            pick.phase, pick.station
+                        ),
+                    ));
+                }
                 Ok(pick) => picks.push(pick),
                 Err(e) => report.problems.push(e),
             }
