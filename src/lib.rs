@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`associate`]: streaming phase association (picks in, candidate events out).
 //! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
 //!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
@@ -20,6 +21,7 @@
 //! Frames and units: local Cartesian km (x east, y north, z depth below sea level, positive
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
+pub mod associate;
 pub mod catalog;
 pub mod config;
 pub mod domain;
