@@ -12,5 +12,8 @@
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
 pub mod domain;
+pub mod ingest;
+pub mod picker;
 pub mod traveltime;
 pub mod velocity;
+pub mod waveform;
