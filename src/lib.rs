@@ -3,16 +3,32 @@
 //!
 //! # Layout
 //!
+//! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
+//!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
 //! - [`velocity`]: velocity models (1-D layered, constant gradient, 3-D grid).
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
+//! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
+//! - [`waveform`]: miniSEED 2 records in and out (miniseed-rs), traces, synthetic seismograms.
+//! - [`picker`]: streaming STA/LTA + AIC picker, P on verticals and S on horizontals.
+//! - [`ingest`]: pick sources; [`ingest::seedlink`] holds the SeedLink v3 protocol, client,
+//!   playback server and the client -> picker -> picks pipeline.
+//! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
+//!   resolved (stations and velocity loaded, local frame, model box).
+//!
+//! Outside `src/`: `station-configs/` (one folder per region; `demo/` is the bundled default),
+//! `trained-models/` (trained networks), `deploy/` (operations files), `tests/` (integration
+//! tests; external data is read by path from `../shared/data`).
 //!
 //! Frames and units: local Cartesian km (x east, y north, z depth below sea level, positive
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
+pub mod catalog;
+pub mod config;
 pub mod domain;
 pub mod ingest;
+pub mod inventory;
 pub mod picker;
 pub mod traveltime;
 pub mod velocity;
