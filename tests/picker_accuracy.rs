@@ -129,7 +129,7 @@ fn records_in_time_order(w: &SynthWaveforms) -> Vec<Record> {
         .enumerate()
         .map(|(i, b)| decode_record(&b, "mem", i, 0).unwrap())
         .collect();
-    recs.sort_by(|a, b| a.trace.start.cmp(&b.trace.start));
+    recs.sort_by_key(|r| r.trace.start);
     recs
 }
 

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use eikoloc::domain::time::{add_seconds, seconds_between};
 use eikoloc::domain::{parse_utc, Phase};
-use eikoloc::ingest::seedlink::client::{self, ClientConfig, ClientStats, ReceivedRecord, ResumeState, StationRequest};
+use eikoloc::ingest::seedlink::client::{
+    self, ClientConfig, ClientStats, ReceivedRecord, ResumeState, StationRequest,
+};
 use eikoloc::ingest::seedlink::pipeline::spawn_pick_source;
 use eikoloc::ingest::seedlink::protocol::data_header;
 use eikoloc::ingest::seedlink::server::{serve, Archive, ServerConfig};
 use eikoloc::picker::PickerSettings;
 use eikoloc::traveltime::AnalyticModel;
 use eikoloc::velocity::GradientModel;
-use eikoloc::waveform::synth::{demo_scenario, synthesize, write_archive, SynthWaveforms, WaveformSynthConfig};
+use eikoloc::waveform::synth::{
+    demo_scenario, synthesize, write_archive, SynthWaveforms, WaveformSynthConfig,
+};
 use eikoloc::waveform::{read_file, Encoding};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -26,7 +30,13 @@ const T0: &str = "2024-05-01T10:00:00Z";
 fn make_archive(dir: &Path, lead_s: f64, tail_s: f64) -> SynthWaveforms {
     let model = AnalyticModel::new(GradientModel::new(0.0, 5.5, 3.2, 0.04, 0.025).unwrap());
     let (stations, events) = demo_scenario(3, 2, 40.0, parse_utc(T0).unwrap(), 40.0, 2);
-    let cfg = WaveformSynthConfig { snr: 20.0, lead_s, tail_s, seed: 2, ..Default::default() };
+    let cfg = WaveformSynthConfig {
+        snr: 20.0,
+        lead_s,
+        tail_s,
+        seed: 2,
+        ..Default::default()
+    };
     let w = synthesize(&model, &stations, &events, &cfg).unwrap();
     write_archive(dir, &w, Encoding::Steim2).unwrap();
     w
@@ -39,7 +49,9 @@ fn archive_records(dir: &Path) -> BTreeMap<String, HashSet<Vec<u8>>> {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "mseed") {
             for (raw, r) in read_file(&p).unwrap().0 {
-                out.entry(format!("{}_{}", r.trace.id.network, r.trace.id.station)).or_default().insert(raw);
+                out.entry(format!("{}_{}", r.trace.id.network, r.trace.id.station))
+                    .or_default()
+                    .insert(raw);
             }
         }
     }
@@ -51,14 +63,24 @@ async fn start_server(dir: &Path, speed: f64) -> (String, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(serve(listener, archive, ServerConfig { speed, ..Default::default() }, async move {
-        let _ = rx.await;
-    }));
+    tokio::spawn(serve(
+        listener,
+        archive,
+        ServerConfig {
+            speed,
+            ..Default::default()
+        },
+        async move {
+            let _ = rx.await;
+        },
+    ));
     (addr, tx)
 }
 
 fn stations() -> Vec<StationRequest> {
-    (0..3).map(|i| StationRequest::parse(&format!("XS_S{i:03}")).unwrap()).collect()
+    (0..3)
+        .map(|i| StationRequest::parse(&format!("XS_S{i:03}")).unwrap())
+        .collect()
 }
 
 fn quick(cfg: &mut ClientConfig) {
@@ -87,15 +109,32 @@ async fn client_gets_every_record_of_a_time_window_intact_and_picks_follow() {
     quick(&mut cfg);
     let (tx, rx) = mpsc::channel(16);
     let stats = Arc::new(ClientStats::default());
-    let run = tokio::spawn(client::run(cfg.clone(), tx, stats.clone(), std::future::pending()));
-    let got = tokio::time::timeout(Duration::from_secs(60), collect(rx)).await.unwrap();
+    let run = tokio::spawn(client::run(
+        cfg.clone(),
+        tx,
+        stats.clone(),
+        std::future::pending(),
+    ));
+    let got = tokio::time::timeout(Duration::from_secs(60), collect(rx))
+        .await
+        .unwrap();
     let state = run.await.unwrap().unwrap();
     let mut by_station: BTreeMap<String, HashSet<Vec<u8>>> = BTreeMap::new();
     for r in &got {
-        by_station.entry(format!("{}_{}", r.record.trace.id.network, r.record.trace.id.station)).or_default().insert(r.raw.clone());
+        by_station
+            .entry(format!(
+                "{}_{}",
+                r.record.trace.id.network, r.record.trace.id.station
+            ))
+            .or_default()
+            .insert(r.raw.clone());
     }
     let expected = archive_records(dir.path());
-    assert_eq!(got.len(), expected.values().map(HashSet::len).sum::<usize>(), "no record lost or repeated");
+    assert_eq!(
+        got.len(),
+        expected.values().map(HashSet::len).sum::<usize>(),
+        "no record lost or repeated"
+    );
     assert_eq!(by_station, expected);
     assert_eq!(state.last.len(), 3);
     // Sequence numbers per station are 1..n in order.
@@ -104,15 +143,21 @@ async fn client_gets_every_record_of_a_time_window_intact_and_picks_follow() {
     }
 
     // The same window through the picking pipeline: every P onset picked within 0.1 s.
-    let src = spawn_pick_source(cfg, PickerSettings::default(), 64, std::future::pending()).unwrap();
+    let src =
+        spawn_pick_source(cfg, PickerSettings::default(), 64, std::future::pending()).unwrap();
     let mut picks = Vec::new();
     let mut rx = src.picks;
-    while let Some(p) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.unwrap() {
+    while let Some(p) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .unwrap()
+    {
         picks.push(p);
     }
     for o in w.onsets.iter().filter(|o| o.phase == Phase::P) {
         assert!(
-            picks.iter().any(|p| p.phase == Phase::P && p.station == o.station && seconds_between(&o.time, &p.time).abs() < 0.1),
+            picks.iter().any(|p| p.phase == Phase::P
+                && p.station == o.station
+                && seconds_between(&o.time, &p.time).abs() < 0.1),
             "P at {} {:?} not picked; picks {picks:?}",
             o.station,
             o.time
@@ -141,7 +186,12 @@ async fn resume_from_state_file_loses_and_repeats_nothing() {
     }));
     let mut got = Vec::new();
     while got.len() < 40 {
-        got.push(tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap());
+        got.push(
+            tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
     }
     stop_tx.send(()).unwrap();
     let state1 = run.await.unwrap().unwrap();
@@ -157,7 +207,12 @@ async fn resume_from_state_file_loses_and_repeats_nothing() {
     let total: usize = expected.values().map(HashSet::len).sum();
     let mut rx = rx;
     while got.len() < total {
-        got.push(tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.expect("record within 30 s").unwrap());
+        got.push(
+            tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("record within 30 s")
+                .unwrap(),
+        );
     }
     run.abort();
     let raws: Vec<&Vec<u8>> = got.iter().map(|r| &r.raw).collect();
@@ -179,11 +234,27 @@ async fn accelerated_playback_publishes_records_at_the_playback_clock() {
     quick(&mut cfg);
     let (tx, rx) = mpsc::channel(16);
     let t = std::time::Instant::now();
-    tokio::spawn(client::run(cfg, tx, Arc::new(ClientStats::default()), std::future::pending()));
-    let got = tokio::time::timeout(Duration::from_secs(30), collect(rx)).await.unwrap();
+    tokio::spawn(client::run(
+        cfg,
+        tx,
+        Arc::new(ClientStats::default()),
+        std::future::pending(),
+    ));
+    let got = tokio::time::timeout(Duration::from_secs(30), collect(rx))
+        .await
+        .unwrap();
     let elapsed = t.elapsed().as_secs_f64();
-    assert_eq!(got.len(), archive_records(dir.path()).values().map(HashSet::len).sum::<usize>());
-    assert!(elapsed > 1.5 && elapsed < 10.0, "playback of {span_s:.0} s at {speed:.0}x took {elapsed:.2} s");
+    assert_eq!(
+        got.len(),
+        archive_records(dir.path())
+            .values()
+            .map(HashSet::len)
+            .sum::<usize>()
+    );
+    assert!(
+        elapsed > 1.5 && elapsed < 10.0,
+        "playback of {span_s:.0} s at {speed:.0}x took {elapsed:.2} s"
+    );
 }
 
 /// A fake server: answers the negotiation with OK, records the action commands it was sent,
@@ -214,7 +285,11 @@ where
                     if line == "END" {
                         break;
                     }
-                    let reply: &[u8] = if line == "HELLO" { b"SeedLink v3.1 fake\r\nfake\r\n" } else { b"OK\r\n" };
+                    let reply: &[u8] = if line == "HELLO" {
+                        b"SeedLink v3.1 fake\r\nfake\r\n"
+                    } else {
+                        b"OK\r\n"
+                    };
                     rd.get_mut().write_all(reply).await.unwrap();
                     cmds.push(line);
                 }
@@ -239,7 +314,13 @@ fn frames(records: &[Vec<u8>], first_seq: u32) -> Vec<u8> {
 fn one_station_records() -> Vec<Vec<u8>> {
     let dir = tempfile::tempdir().unwrap();
     make_archive(dir.path(), 5.0, 5.0);
-    read_file(&dir.path().join("XS.S000..HHZ.mseed")).unwrap().0.into_iter().map(|(raw, _)| raw).take(12).collect()
+    read_file(&dir.path().join("XS.S000..HHZ.mseed"))
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|(raw, _)| raw)
+        .take(12)
+        .collect()
 }
 
 #[tokio::test]
@@ -269,7 +350,9 @@ async fn corrupt_record_and_disconnect_are_counted_and_the_link_resumes() {
     let (tx, rx) = mpsc::channel(4);
     let stats = Arc::new(ClientStats::default());
     tokio::spawn(client::run(cfg, tx, stats.clone(), std::future::pending()));
-    let got = tokio::time::timeout(Duration::from_secs(20), collect(rx)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), collect(rx))
+        .await
+        .unwrap();
     let seqs: Vec<u32> = got.iter().map(|r| r.sequence).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]);
     assert_eq!(ClientStats::get(&stats.corrupt_records), 1);
@@ -308,7 +391,9 @@ async fn a_stalled_server_times_out_and_the_client_resumes() {
     let (tx, rx) = mpsc::channel(4);
     let stats = Arc::new(ClientStats::default());
     tokio::spawn(client::run(cfg, tx, stats.clone(), std::future::pending()));
-    let got = tokio::time::timeout(Duration::from_secs(20), collect(rx)).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), collect(rx))
+        .await
+        .unwrap();
     let seqs: Vec<u32> = got.iter().map(|r| r.sequence).collect();
     assert_eq!(seqs, (1..=12).collect::<Vec<u32>>());
     assert!(ClientStats::get(&stats.timeouts) >= 1);

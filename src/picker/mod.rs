@@ -120,7 +120,7 @@ impl PickerConfig {
                 why: "must exceed trigger_off > 0",
             });
         }
-        if !(self.min_snr >= 0.0) {
+        if self.min_snr.is_nan() || self.min_snr < 0.0 {
             return Err(PickerError {
                 field: "min_snr",
                 value: self.min_snr,
@@ -498,7 +498,7 @@ impl Picker {
             all.extend(decide(code, st, &cfg, true));
         }
         self.stats.picks += all.len() as u64;
-        all.sort_by(|a, b| a.time.cmp(&b.time));
+        all.sort_by_key(|p| p.time);
         all
     }
 
@@ -518,7 +518,7 @@ impl Picker {
                 });
             }
         }
-        pieces.sort_by(|a, b| a.start.cmp(&b.start));
+        pieces.sort_by_key(|t| t.start);
         let mut picks: Vec<Pick> = pieces.iter().flat_map(|t| self.process(t)).collect();
         picks.extend(self.flush());
         picks
@@ -533,7 +533,7 @@ fn decide(code: &StationCode, st: &mut StationPicker, cfg: &PickerConfig, all: b
     if st.pending.is_empty() {
         return Vec::new();
     }
-    st.pending.sort_by(|a, b| a.time.cmp(&b.time));
+    st.pending.sort_by_key(|o| o.time);
     let times: Vec<UtcTime> = st.channels.values().filter_map(|c| c.next_time).collect();
     let newest = times.iter().max().copied();
     let oldest = times.iter().min().copied();

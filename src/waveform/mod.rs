@@ -323,6 +323,9 @@ fn steim2_fit(x: &[i32], capacity: usize) -> Result<usize, String> {
     Ok(lo)
 }
 
+/// A record's raw 512 bytes and its decoded form.
+pub type RawRecord = (Vec<u8>, Record);
+
 /// Counts of what [`read_file`] met in a file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadStats {
@@ -334,7 +337,7 @@ pub struct ReadStats {
 
 /// Reads a file of 512-byte miniSEED 2 records. A bad record is logged, counted and skipped;
 /// the good ones are kept. Returns (raw bytes, decoded record) pairs in file order.
-pub fn read_file(path: &Path) -> Result<(Vec<(Vec<u8>, Record)>, ReadStats), WaveformError> {
+pub fn read_file(path: &Path) -> Result<(Vec<RawRecord>, ReadStats), WaveformError> {
     let data = std::fs::read(path).map_err(|source| WaveformError::Io {
         path: path.to_path_buf(),
         source,

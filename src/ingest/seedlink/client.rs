@@ -511,7 +511,7 @@ async fn link(
         if let Some(&last) = state.last.get(&key) {
             // Within half the 24-bit circle behind the last one means already delivered.
             let behind = last.wrapping_sub(seq) & MAX_SEQUENCE;
-            if behind < (MAX_SEQUENCE + 1) / 2 {
+            if behind <= MAX_SEQUENCE / 2 {
                 ClientStats::inc(&stats.duplicates);
                 continue;
             }

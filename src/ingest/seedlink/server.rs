@@ -500,10 +500,10 @@ async fn stream_records(
     let mut seen = BTreeSet::new();
     for req in &reqs {
         for (i, ring) in archive.stations.iter().enumerate() {
-            if !(wildcard_match(&req.station, &ring.station)
-                && wildcard_match(&req.network, &ring.network))
-                || !seen.insert(i)
-            {
+            let wanted = wildcard_match(&req.station, &ring.station)
+                && wildcard_match(&req.network, &ring.network);
+            // A station matched by two STATION requests is served once, by the first.
+            if !wanted || !seen.insert(i) {
                 continue;
             }
             let recs = &ring.records;
