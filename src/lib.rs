@@ -11,6 +11,10 @@
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
+//! - [`waveform`]: miniSEED 2 records in and out (miniseed-rs), traces, synthetic seismograms.
+//! - [`picker`]: streaming STA/LTA + AIC picker, P on verticals and S on horizontals.
+//! - [`ingest`]: pick sources; [`ingest::seedlink`] holds the SeedLink v3 protocol, client,
+//!   playback server and the client -> picker -> picks pipeline.
 //! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
 //!   resolved (stations and velocity loaded, local frame, model box).
 //!
@@ -25,6 +29,9 @@ pub mod associate;
 pub mod catalog;
 pub mod config;
 pub mod domain;
+pub mod ingest;
 pub mod inventory;
+pub mod picker;
 pub mod traveltime;
 pub mod velocity;
+pub mod waveform;
