@@ -5,8 +5,11 @@
 //! with respect to the *source* position, s/km.
 
 pub mod analytic;
+pub mod pinn;
+pub mod pinn_check;
 
 pub use analytic::AnalyticModel;
+pub use pinn::PinnModel;
 
 use crate::domain::{LocalPoint, Phase};
 use thiserror::Error;
