@@ -9,6 +9,7 @@ use eikoloc::pinn::training::{default_settings, Progress, TrainConfig, TrainInpu
 use eikoloc::traveltime::pinn::{Architecture, InputKind, ModelBounds, PhaseMode, VelocityInfo};
 use eikoloc::traveltime::LayeredExact;
 use eikoloc::velocity::LayeredModel;
+use eikoloc::config::ResolvedStationConfig;
 use eikoloc::domain::Phase;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -116,8 +117,10 @@ fn region(a: &Args) -> anyhow::Result<Region> {
 }
 
 fn region_from_config(dir: &std::path::Path, name: Option<String>) -> anyhow::Result<Region> {
-    let _ = (dir, name);
-    bail!("station configs are not available in this build yet")
+    let cfg = ResolvedStationConfig::load(dir).with_context(|| format!("loading station config {}", dir.display()))?;
+    let bounds = ModelBounds::for_config(&cfg);
+    let name = name.unwrap_or_else(|| cfg.name.clone());
+    Ok(Region { default_out: PathBuf::from("trained-models").join(&name), name, velocity: cfg.velocity, bounds })
 }
 
 /// Runs the subcommand.

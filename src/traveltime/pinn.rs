@@ -175,6 +175,26 @@ impl ModelBounds {
     }
 }
 
+impl ModelBounds {
+    /// The box a network must cover for a station configuration: distances up to the farthest
+    /// station from any box corner (rounded up to 1 km), source depths over the box's z range,
+    /// receiver depths over the stations' (rounded outward to 0.1 km).
+    pub fn for_config(cfg: &crate::config::ResolvedStationConfig) -> Self {
+        let zs: Vec<f64> = cfg.station_positions.iter().map(|p| p.z_km).collect();
+        let zmin = zs.iter().copied().fold(f64::INFINITY, f64::min);
+        let zmax = zs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (zmin, zmax) = if zmin.is_finite() { ((zmin * 10.0).floor() / 10.0, (zmax * 10.0).ceil() / 10.0) } else { (0.0, 0.0) };
+        let zmax = if zmax <= zmin { zmin + 0.1 } else { zmax };
+        Self {
+            max_distance_km: cfg.max_source_receiver_distance_km().ceil().max(1.0),
+            source_depth_min_km: cfg.model_box.z_min_km,
+            source_depth_max_km: cfg.model_box.z_max_km,
+            receiver_depth_min_km: zmin,
+            receiver_depth_max_km: zmax,
+        }
+    }
+}
+
 impl std::fmt::Display for ModelBounds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
