@@ -5,10 +5,12 @@
 //! with respect to the *source* position, s/km.
 
 pub mod analytic;
+pub mod layered_exact;
 pub mod pinn;
 pub mod pinn_check;
 
 pub use analytic::AnalyticModel;
+pub use layered_exact::{ArrivalPath, LayeredExact, RadialArrival};
 pub use pinn::PinnModel;
 
 use crate::domain::{LocalPoint, Phase};
