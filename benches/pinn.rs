@@ -10,14 +10,26 @@ use std::time::Instant;
 
 use eikoloc::domain::{LocalPoint, Phase};
 use eikoloc::traveltime::pinn::{
-    Architecture, InputKind, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode, PinnManifest, TrainingSettings, VelocityInfo, FORMAT_VERSION,
+    Architecture, InputKind, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode,
+    PinnManifest, TrainingSettings, VelocityInfo, FORMAT_VERSION,
 };
 use eikoloc::traveltime::{PinnModel, Receiver, TimeAndGradient};
 use rand::{Rng, SeedableRng};
 
 fn random_model(hidden: Vec<usize>, inputs: InputKind) -> PinnModel {
-    let bounds = ModelBounds { max_distance_km: 150.0, source_depth_min_km: 0.0, source_depth_max_km: 30.0, receiver_depth_min_km: -3.0, receiver_depth_max_km: 0.2 };
-    let arch = Architecture { inputs, hidden, activation: "elu".into(), phase_mode: PhaseMode::Separate };
+    let bounds = ModelBounds {
+        max_distance_km: 150.0,
+        source_depth_min_km: 0.0,
+        source_depth_max_km: 30.0,
+        receiver_depth_min_km: -3.0,
+        receiver_depth_max_km: 0.2,
+    };
+    let arch = Architecture {
+        inputs,
+        hidden,
+        activation: "elu".into(),
+        phase_mode: PhaseMode::Separate,
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut flat = Vec::new();
     let mut nets = Vec::new();
@@ -29,9 +41,18 @@ fn random_model(hidden: Vec<usize>, inputs: InputKind) -> PinnModel {
             flat.extend((0..w[0] * w[1]).map(|_| rng.gen_range(-s..s)));
             let bias_offset = flat.len();
             flat.extend((0..w[1]).map(|_| rng.gen_range(-0.1..0.1f32)));
-            layers.push(LayerSpec { d_in: w[0], d_out: w[1], weight_offset, bias_offset });
+            layers.push(LayerSpec {
+                d_in: w[0],
+                d_out: w[1],
+                weight_offset,
+                bias_offset,
+            });
         }
-        nets.push(NetSpec { phase: Some(p), layers, burnpack: None });
+        nets.push(NetSpec {
+            phase: Some(p),
+            layers,
+            burnpack: None,
+        });
     }
     let manifest = PinnManifest {
         format_version: FORMAT_VERSION,
@@ -39,7 +60,12 @@ fn random_model(hidden: Vec<usize>, inputs: InputKind) -> PinnModel {
         scaling: InputScaling::for_bounds(inputs, &bounds),
         architecture: arch,
         reference_velocity_km_s: [5.0, 2.9],
-        velocity: VelocityInfo { kind: "none".into(), hash: String::new(), layered: None, gradient: None },
+        velocity: VelocityInfo {
+            kind: "none".into(),
+            hash: String::new(),
+            layered: None,
+            gradient: None,
+        },
         bounds,
         phases: Phase::ALL.to_vec(),
         training: TrainingSettings {
@@ -81,7 +107,10 @@ fn artifacts() -> Vec<PathBuf> {
 }
 
 fn flops_per_row(a: &Architecture) -> f64 {
-    a.widths().windows(2).map(|w| 2.0 * (w[0] * w[1]) as f64).sum()
+    a.widths()
+        .windows(2)
+        .map(|w| 2.0 * (w[0] * w[1]) as f64)
+        .sum()
 }
 
 fn bench(model: &PinnModel, label: &str) {
@@ -92,23 +121,37 @@ fn bench(model: &PinnModel, label: &str) {
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let sources: Vec<LocalPoint> = (0..512)
-        .map(|_| LocalPoint::new(rng.gen_range(-h..h) * 0.7, rng.gen_range(-h..h) * 0.7, rng.gen_range(b.source_depth_min_km..b.source_depth_max_km)))
+        .map(|_| {
+            LocalPoint::new(
+                rng.gen_range(-h..h) * 0.7,
+                rng.gen_range(-h..h) * 0.7,
+                rng.gen_range(b.source_depth_min_km..b.source_depth_max_km),
+            )
+        })
         .collect();
     let receivers: Vec<Receiver> = (0..50)
         .map(|j| Receiver {
             phase: if j < 25 { Phase::P } else { Phase::S },
-            position: LocalPoint::new(rng.gen_range(-h..h) * 0.7, rng.gen_range(-h..h) * 0.7, rng.gen_range(b.receiver_depth_min_km..b.receiver_depth_max_km)),
+            position: LocalPoint::new(
+                rng.gen_range(-h..h) * 0.7,
+                rng.gen_range(-h..h) * 0.7,
+                rng.gen_range(b.receiver_depth_min_km..b.receiver_depth_max_km),
+            ),
         })
         .collect();
     let rows = sources.len() * receivers.len();
     let mut out = vec![TimeAndGradient::default(); rows];
     let f = flops_per_row(&model.manifest().architecture);
     for (grad, what, mult) in [(false, "T", 1.0), (true, "T+grad", 2.0)] {
-        model.batch(&sources, &receivers, grad, &mut out).expect("in the box");
+        model
+            .batch(&sources, &receivers, grad, &mut out)
+            .expect("in the box");
         let reps = 20;
         let t = Instant::now();
         for _ in 0..reps {
-            model.batch(&sources, &receivers, grad, &mut out).expect("in the box");
+            model
+                .batch(&sources, &receivers, grad, &mut out)
+                .expect("in the box");
         }
         let s = t.elapsed().as_secs_f64() / reps as f64;
         println!(
@@ -126,7 +169,12 @@ fn main() {
     for p in artifacts() {
         match PinnModel::load(&p) {
             Ok(m) => {
-                let label = format!("{} ({}, {} p/net)", p.file_name().unwrap().to_string_lossy(), m.manifest().architecture.label(), m.manifest().architecture.n_params());
+                let label = format!(
+                    "{} ({}, {} p/net)",
+                    p.file_name().unwrap().to_string_lossy(),
+                    m.manifest().architecture.label(),
+                    m.manifest().architecture.n_params()
+                );
                 bench(&m, &label);
             }
             Err(e) => eprintln!("skipping {}: {e}", p.display()),
@@ -140,7 +188,11 @@ fn main() {
         (vec![128; 5], InputKind::Cartesian3d),
     ] {
         let m = random_model(hidden, inputs);
-        let label = format!("random {} ({} p/net)", m.manifest().architecture.label(), m.manifest().architecture.n_params());
+        let label = format!(
+            "random {} ({} p/net)",
+            m.manifest().architecture.label(),
+            m.manifest().architecture.n_params()
+        );
         bench(&m, &label);
     }
 }

@@ -34,10 +34,18 @@ fn forward_mode_jacobian_matches_finite_differences() {
             seeds[(j * n + i) * d + j] = 1.0;
         }
     }
-    let (tau, dtau) = net.forward_with_tangents(tensor2(x.clone(), n, d, &device), tensor2(seeds, d * n, d, &device), d);
+    let (tau, dtau) = net.forward_with_tangents(
+        tensor2(x.clone(), n, d, &device),
+        tensor2(seeds, d * n, d, &device),
+        d,
+    );
     let tau = tau.into_data().to_vec::<f32>().unwrap();
     let dtau = dtau.into_data().to_vec::<f32>().unwrap();
-    let plain = net.forward(tensor2(x.clone(), n, d, &device)).into_data().to_vec::<f32>().unwrap();
+    let plain = net
+        .forward(tensor2(x.clone(), n, d, &device))
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
     assert_eq!(tau, plain, "tangent pass changes the primal output");
     let h = 1e-2f32;
     let mut worst = 0.0f64;
@@ -48,8 +56,16 @@ fn forward_mode_jacobian_matches_finite_differences() {
             xp[i * d + j] += h;
             xm[i * d + j] -= h;
         }
-        let fp = net.forward(tensor2(xp, n, d, &device)).into_data().to_vec::<f32>().unwrap();
-        let fm = net.forward(tensor2(xm, n, d, &device)).into_data().to_vec::<f32>().unwrap();
+        let fp = net
+            .forward(tensor2(xp, n, d, &device))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let fm = net
+            .forward(tensor2(xm, n, d, &device))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         for i in 0..n {
             let fd = (fp[i] as f64 - fm[i] as f64) / (2.0 * h as f64);
             let an = dtau[j * n + i] as f64;
@@ -72,8 +88,19 @@ fn small_config(name: &str, steps: usize, hidden: Vec<usize>, mode: PhaseMode) -
     settings.lr_start = 5e-3;
     TrainConfig {
         name: name.into(),
-        architecture: Architecture { inputs: InputKind::Radial1d, hidden, activation: "elu".into(), phase_mode: mode },
-        bounds: ModelBounds { max_distance_km: 100.0, source_depth_min_km: 0.0, source_depth_max_km: 20.0, receiver_depth_min_km: -2.0, receiver_depth_max_km: 0.2 },
+        architecture: Architecture {
+            inputs: InputKind::Radial1d,
+            hidden,
+            activation: "elu".into(),
+            phase_mode: mode,
+        },
+        bounds: ModelBounds {
+            max_distance_km: 100.0,
+            source_depth_min_km: 0.0,
+            source_depth_max_km: 20.0,
+            receiver_depth_min_km: -2.0,
+            receiver_depth_max_km: 0.2,
+        },
         phases: Phase::ALL.to_vec(),
         settings,
         validation_points: 500,
@@ -85,7 +112,12 @@ fn small_config(name: &str, steps: usize, hidden: Vec<usize>, mode: PhaseMode) -
 
 fn train_small(cfg: &TrainConfig) -> Trained {
     let (m, oracle) = gradient_oracle();
-    let inputs = TrainInputs { velocity: &m, velocity_info: VelocityInfo::gradient(&m), reference: &oracle, interfaces_km: vec![] };
+    let inputs = TrainInputs {
+        velocity: &m,
+        velocity_info: VelocityInfo::gradient(&m),
+        reference: &oracle,
+        interfaces_km: vec![],
+    };
     eikoloc::pinn::train(cfg, &inputs, &mut |_| {}).expect("training")
 }
 
@@ -103,7 +135,11 @@ fn rust_evaluator_agrees_with_burn_forward() {
         let dense = net.to_dense();
         let (n, d) = (700, widths[0]);
         let x = inputs(n, d, 2);
-        let burn_out = net.forward(tensor2(x.clone(), n, d, &device)).into_data().to_vec::<f32>().unwrap();
+        let burn_out = net
+            .forward(tensor2(x.clone(), n, d, &device))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let (ours, grad) = dense.forward_with_input_grad(&x, n);
         let mut seeds = vec![0.0f32; d * n * d];
         for j in 0..d {
@@ -111,12 +147,26 @@ fn rust_evaluator_agrees_with_burn_forward() {
                 seeds[(j * n + i) * d + j] = 1.0;
             }
         }
-        let (_, dtau) = net.forward_with_tangents(tensor2(x.clone(), n, d, &device), tensor2(seeds, d * n, d, &device), d);
+        let (_, dtau) = net.forward_with_tangents(
+            tensor2(x.clone(), n, d, &device),
+            tensor2(seeds, d * n, d, &device),
+            d,
+        );
         let dtau = dtau.into_data().to_vec::<f32>().unwrap();
         for i in 0..n {
-            assert!(rel(ours[i], burn_out[i]) < 1e-5, "row {i}: {} vs burn {}", ours[i], burn_out[i]);
+            assert!(
+                rel(ours[i], burn_out[i]) < 1e-5,
+                "row {i}: {} vs burn {}",
+                ours[i],
+                burn_out[i]
+            );
             for j in 0..d {
-                assert!(rel(grad[i * d + j], dtau[j * n + i]) < 1e-4, "row {i} input {j}: {} vs burn {}", grad[i * d + j], dtau[j * n + i]);
+                assert!(
+                    rel(grad[i * d + j], dtau[j * n + i]) < 1e-4,
+                    "row {i} input {j}: {} vs burn {}",
+                    grad[i * d + j],
+                    dtau[j * n + i]
+                );
             }
         }
     }
@@ -129,26 +179,52 @@ fn save_and_reload_give_bit_identical_outputs() {
     let trained = train_small(&cfg);
     let dir = tempfile::tempdir().unwrap();
     write_artifact(dir.path(), &cfg, &trained).unwrap();
-    for f in ["manifest.json", "weights.f32", "net-P.bpk", "net-S.bpk", "loss.csv", "loss.svg"] {
+    for f in [
+        "manifest.json",
+        "weights.f32",
+        "net-P.bpk",
+        "net-S.bpk",
+        "loss.csv",
+        "loss.svg",
+    ] {
         assert!(dir.path().join(f).is_file(), "{f} missing");
     }
     let in_memory = trained.evaluator().unwrap();
     let loaded = PinnModel::load(dir.path()).unwrap();
-    let sources: Vec<LocalPoint> = (0..40).map(|i| LocalPoint::new(i as f64 * 1.7 - 30.0, 5.0 - i as f64, 0.4 * i as f64)).collect();
-    let receivers: Vec<Receiver> =
-        (0..9).map(|j| Receiver { phase: if j % 2 == 0 { Phase::P } else { Phase::S }, position: LocalPoint::new(j as f64 * 3.0, -2.0, -0.1 * j as f64) }).collect();
+    let sources: Vec<LocalPoint> = (0..40)
+        .map(|i| LocalPoint::new(i as f64 * 1.7 - 30.0, 5.0 - i as f64, 0.4 * i as f64))
+        .collect();
+    let receivers: Vec<Receiver> = (0..9)
+        .map(|j| Receiver {
+            phase: if j % 2 == 0 { Phase::P } else { Phase::S },
+            position: LocalPoint::new(j as f64 * 3.0, -2.0, -0.1 * j as f64),
+        })
+        .collect();
     let mut a = vec![TimeAndGradient::default(); 360];
     let mut b = a.clone();
-    in_memory.batch_with_gradient(&sources, &receivers, &mut a).unwrap();
-    loaded.batch_with_gradient(&sources, &receivers, &mut b).unwrap();
+    in_memory
+        .batch_with_gradient(&sources, &receivers, &mut a)
+        .unwrap();
+    loaded
+        .batch_with_gradient(&sources, &receivers, &mut b)
+        .unwrap();
     assert_eq!(a, b);
     // burnpack path: the reloaded burn nets give the same bits as the trained ones
     let device = Device::flex();
     let nets = load_nets(dir.path(), &trained.manifest, &device).unwrap();
     let x = inputs(100, 3, 9);
     for (orig, back) in trained.nets.iter().zip(&nets) {
-        let o = orig.valid().forward(tensor2(x.clone(), 100, 3, &device)).into_data().to_vec::<f32>().unwrap();
-        let r = back.forward(tensor2(x.clone(), 100, 3, &device)).into_data().to_vec::<f32>().unwrap();
+        let o = orig
+            .valid()
+            .forward(tensor2(x.clone(), 100, 3, &device))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let r = back
+            .forward(tensor2(x.clone(), 100, 3, &device))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(o, r);
     }
     // the compatibility check refuses another velocity model or a larger box
@@ -157,7 +233,10 @@ fn save_and_reload_give_bit_identical_outputs() {
     assert!(loaded.check_compatible("0000", &m.bounds).is_err());
     let mut wider = m.bounds;
     wider.max_distance_km += 10.0;
-    let err = loaded.check_compatible(&m.velocity.hash, &wider).unwrap_err().to_string();
+    let err = loaded
+        .check_compatible(&m.velocity.hash, &wider)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("retrain"), "{err}");
 }
 
@@ -175,8 +254,18 @@ fn small_model_meets_check_thresholds() {
         let rep = validate(&model, &oracle, 3000, 99).unwrap();
         for p in &rep.phases {
             assert!(p.rmae < 0.01, "{mode:?} {}: RMAE {}", p.phase, p.rmae);
-            assert!(p.p99_abs_s < 0.1, "{mode:?} {}: p99 {} s", p.phase, p.p99_abs_s);
-            assert!(p.grad_median_rel < 0.05, "{mode:?} {}: gradient error {}", p.phase, p.grad_median_rel);
+            assert!(
+                p.p99_abs_s < 0.1,
+                "{mode:?} {}: p99 {} s",
+                p.phase,
+                p.p99_abs_s
+            );
+            assert!(
+                p.grad_median_rel < 0.05,
+                "{mode:?} {}: gradient error {}",
+                p.phase,
+                p.grad_median_rel
+            );
         }
     }
 }

@@ -48,7 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn check(a: CheckArgs) -> anyhow::Result<()> {
     let model = PinnModel::load(&a.dir).with_context(|| format!("loading {}", a.dir.display()))?;
-    let reference = reference_for(&model.manifest().velocity).map_err(anyhow::Error::msg).with_context(|| format!("{}: building the reference solver", a.dir.display()))?;
+    let reference = reference_for(&model.manifest().velocity)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{}: building the reference solver", a.dir.display()))?;
     let report = validate(&model, reference.as_ref(), a.points, a.seed)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -63,9 +65,21 @@ pub fn render(model: &PinnModel, r: &ValidationReport) -> String {
     use std::fmt::Write;
     let m = model.manifest();
     let mut s = String::new();
-    let _ = writeln!(s, "model {} ({}, {} params per net), reference {}, seed {}", m.name, m.architecture.label(), m.architecture.n_params(), r.reference, r.seed);
+    let _ = writeln!(
+        s,
+        "model {} ({}, {} params per net), reference {}, seed {}",
+        m.name,
+        m.architecture.label(),
+        m.architecture.n_params(),
+        r.reference,
+        r.seed
+    );
     let _ = writeln!(s, "box: {}", m.bounds);
-    let _ = writeln!(s, "{:<6}{:>8}{:>10}{:>12}{:>12}{:>12}{:>12}{:>14}", "phase", "n", "RMAE %", "MAE ms", "median ms", "p99 ms", "max ms", "grad med %");
+    let _ = writeln!(
+        s,
+        "{:<6}{:>8}{:>10}{:>12}{:>12}{:>12}{:>12}{:>14}",
+        "phase", "n", "RMAE %", "MAE ms", "median ms", "p99 ms", "max ms", "grad med %"
+    );
     for p in &r.phases {
         let _ = writeln!(
             s,
@@ -82,7 +96,19 @@ pub fn render(model: &PinnModel, r: &ValidationReport) -> String {
     }
     let _ = writeln!(s, "by epicentral distance (MAE / p99, ms):");
     for p in &r.phases {
-        let cells: Vec<String> = p.by_distance.iter().map(|b| format!("{:.0}-{:.0} km: {:.1}/{:.1}", b.from_km, b.to_km, 1e3 * b.mae_s, 1e3 * b.p99_abs_s)).collect();
+        let cells: Vec<String> = p
+            .by_distance
+            .iter()
+            .map(|b| {
+                format!(
+                    "{:.0}-{:.0} km: {:.1}/{:.1}",
+                    b.from_km,
+                    b.to_km,
+                    1e3 * b.mae_s,
+                    1e3 * b.p99_abs_s
+                )
+            })
+            .collect();
         let _ = writeln!(s, "  {}: {}", p.phase, cells.join("  "));
     }
     s

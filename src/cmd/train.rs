@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use eikoloc::config::ResolvedStationConfig;
+use eikoloc::domain::Phase;
 use eikoloc::pinn::artifact::write_artifact;
 use eikoloc::pinn::training::{default_settings, Progress, TrainConfig, TrainInputs};
 use eikoloc::traveltime::pinn::{Architecture, InputKind, ModelBounds, PhaseMode, VelocityInfo};
 use eikoloc::traveltime::LayeredExact;
 use eikoloc::velocity::LayeredModel;
-use eikoloc::config::ResolvedStationConfig;
-use eikoloc::domain::Phase;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Arguments of `eikoloc train`.
@@ -75,8 +75,13 @@ pub fn parse_arch(s: &str) -> anyhow::Result<Architecture> {
         "cartesian3d" | "3d" => InputKind::Cartesian3d,
         other => bail!("--arch: unknown inputs {other:?} (radial1d or cartesian3d)"),
     };
-    let (w, d) = parts[1].split_once('x').with_context(|| format!("--arch: {:?} is not WIDTHxDEPTH", parts[1]))?;
-    let (w, d): (usize, usize) = (w.parse().context("--arch width")?, d.parse().context("--arch depth")?);
+    let (w, d) = parts[1]
+        .split_once('x')
+        .with_context(|| format!("--arch: {:?} is not WIDTHxDEPTH", parts[1]))?;
+    let (w, d): (usize, usize) = (
+        w.parse().context("--arch width")?,
+        d.parse().context("--arch depth")?,
+    );
     if w == 0 || d == 0 || w > 4096 || d > 32 {
         bail!("--arch: width {w} x depth {d} out of range");
     }
@@ -85,7 +90,12 @@ pub fn parse_arch(s: &str) -> anyhow::Result<Architecture> {
         Some(&"phase-input") => PhaseMode::Input,
         Some(other) => bail!("--arch: unknown phase mode {other:?} (separate or phase-input)"),
     };
-    Ok(Architecture { inputs, hidden: vec![w; d], activation: "elu".into(), phase_mode })
+    Ok(Architecture {
+        inputs,
+        hidden: vec![w; d],
+        activation: "elu".into(),
+        phase_mode,
+    })
 }
 
 struct Region {
@@ -99,12 +109,21 @@ fn region(a: &Args) -> anyhow::Result<Region> {
     if let Some(dir) = &a.config {
         return region_from_config(dir, a.name.clone());
     }
-    let Some(vpath) = &a.velocity else { bail!("give --config station-configs/NAME or --velocity FILE") };
+    let Some(vpath) = &a.velocity else {
+        bail!("give --config station-configs/NAME or --velocity FILE")
+    };
     let velocity = LayeredModel::from_csv_path(vpath)?;
     let name = a.name.clone().unwrap_or_else(|| {
-        vpath.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+        vpath
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
     });
-    let (e0, e1) = (a.elevation_m[0].min(a.elevation_m[1]), a.elevation_m[0].max(a.elevation_m[1]));
+    let (e0, e1) = (
+        a.elevation_m[0].min(a.elevation_m[1]),
+        a.elevation_m[0].max(a.elevation_m[1]),
+    );
     let bounds = ModelBounds {
         max_distance_km: a.max_distance_km,
         source_depth_min_km: a.source_depth_km[0].min(a.source_depth_km[1]),
@@ -113,14 +132,25 @@ fn region(a: &Args) -> anyhow::Result<Region> {
         receiver_depth_max_km: -e0 / 1000.0,
     };
     bounds.validate().map_err(anyhow::Error::msg)?;
-    Ok(Region { default_out: PathBuf::from("trained-models/cache").join(&name), name, velocity, bounds })
+    Ok(Region {
+        default_out: PathBuf::from("trained-models/cache").join(&name),
+        name,
+        velocity,
+        bounds,
+    })
 }
 
 fn region_from_config(dir: &std::path::Path, name: Option<String>) -> anyhow::Result<Region> {
-    let cfg = ResolvedStationConfig::load(dir).with_context(|| format!("loading station config {}", dir.display()))?;
+    let cfg = ResolvedStationConfig::load(dir)
+        .with_context(|| format!("loading station config {}", dir.display()))?;
     let bounds = ModelBounds::for_config(&cfg);
     let name = name.unwrap_or_else(|| cfg.name.clone());
-    Ok(Region { default_out: PathBuf::from("trained-models").join(&name), name, velocity: cfg.velocity, bounds })
+    Ok(Region {
+        default_out: PathBuf::from("trained-models").join(&name),
+        name,
+        velocity: cfg.velocity,
+        bounds,
+    })
 }
 
 /// Runs the subcommand.
@@ -145,8 +175,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         checkpoint_every: a.checkpoint_every,
     };
     let exact = LayeredExact::new(reg.velocity.clone());
-    let interfaces_km = reg.velocity.layers().iter().skip(1).map(|l| l.depth_top_km).collect();
-    let inputs = TrainInputs { velocity: &reg.velocity, velocity_info: VelocityInfo::layered(&reg.velocity), reference: &exact, interfaces_km };
+    let interfaces_km = reg
+        .velocity
+        .layers()
+        .iter()
+        .skip(1)
+        .map(|l| l.depth_top_km)
+        .collect();
+    let inputs = TrainInputs {
+        velocity: &reg.velocity,
+        velocity_info: VelocityInfo::layered(&reg.velocity),
+        reference: &exact,
+        interfaces_km,
+    };
     eprintln!(
         "training {} ({}, {} params per net) for {} -> {}",
         cfg.name,
@@ -156,12 +197,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out.display()
     );
     let bar = ProgressBar::new(a.steps as u64);
-    bar.set_style(ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")?
+            .progress_chars("=> "),
+    );
     let mut on_progress = |p: &Progress| {
         if p.step % 10 == 0 || p.step == p.steps {
             let val = p
                 .validation
-                .map(|v| v.phases.iter().map(|e| format!("{} RMAE {:.3}% p99 {:.1} ms", e.phase, 100.0 * e.rmae, 1e3 * e.p99_abs_s)).collect::<Vec<_>>().join(", "))
+                .map(|v| {
+                    v.phases
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{} RMAE {:.3}% p99 {:.1} ms",
+                                e.phase,
+                                100.0 * e.rmae,
+                                1e3 * e.p99_abs_s
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
                 .unwrap_or_default();
             bar.set_message(format!("loss {:.3e}  {val}", p.record.loss));
         }
@@ -172,9 +229,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     write_artifact(&out, &cfg, &trained)?;
     if let Some(v) = &trained.manifest.validation {
         for e in &v.phases {
-            eprintln!("{}: RMAE {:.3} %, median {:.2} ms, p99 {:.2} ms, max {:.2} ms", e.phase, 100.0 * e.rmae, 1e3 * e.median_abs_s, 1e3 * e.p99_abs_s, 1e3 * e.max_abs_s);
+            eprintln!(
+                "{}: RMAE {:.3} %, median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                e.phase,
+                100.0 * e.rmae,
+                1e3 * e.median_abs_s,
+                1e3 * e.p99_abs_s,
+                1e3 * e.max_abs_s
+            );
         }
     }
-    eprintln!("wrote {} in {:.0} s", out.display(), trained.manifest.training.wall_time_s);
+    eprintln!(
+        "wrote {} in {:.0} s",
+        out.display(),
+        trained.manifest.training.wall_time_s
+    );
     Ok(())
 }

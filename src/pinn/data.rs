@@ -95,7 +95,12 @@ impl Sampler<'_> {
     fn draw_geometry<R: Rng>(&self, phase: Phase, rng: &mut R) -> Geo {
         let b = &self.bounds;
         let zs_draw = |rng: &mut R| {
-            let ifs: Vec<f64> = self.interfaces_km.iter().copied().filter(|z| *z > b.source_depth_min_km && *z < b.source_depth_max_km).collect();
+            let ifs: Vec<f64> = self
+                .interfaces_km
+                .iter()
+                .copied()
+                .filter(|z| *z > b.source_depth_min_km && *z < b.source_depth_max_km)
+                .collect();
             if !ifs.is_empty() && rng.gen_bool(self.frac_near_interface.clamp(0.0, 1.0)) {
                 let z0 = ifs[rng.gen_range(0..ifs.len())];
                 let off: f64 = rng.sample::<f64, _>(rand_distr::StandardNormal) * 0.5;
@@ -107,11 +112,19 @@ impl Sampler<'_> {
         loop {
             let near = rng.gen_bool(self.frac_near_source.clamp(0.0, 1.0));
             let zs = zs_draw(rng);
-            let zr = if b.receiver_depth_max_km > b.receiver_depth_min_km { rng.gen_range(b.receiver_depth_min_km..=b.receiver_depth_max_km) } else { b.receiver_depth_min_km };
+            let zr = if b.receiver_depth_max_km > b.receiver_depth_min_km {
+                rng.gen_range(b.receiver_depth_min_km..=b.receiver_depth_max_km)
+            } else {
+                b.receiver_depth_min_km
+            };
             let (s, r) = match self.inputs {
                 InputKind::Radial1d => {
                     let u: f64 = rng.gen();
-                    let d = if near { b.max_distance_km * u * u * u } else { b.max_distance_km * u };
+                    let d = if near {
+                        b.max_distance_km * u * u * u
+                    } else {
+                        b.max_distance_km * u
+                    };
                     (LocalPoint::new(d, 0.0, zs), LocalPoint::new(0.0, 0.0, zr))
                 }
                 InputKind::Cartesian3d => {
@@ -121,7 +134,10 @@ impl Sampler<'_> {
                     let (rx, ry) = if near {
                         let rad = 0.1 * h * rng.gen::<f64>().powi(2);
                         let az: f64 = rng.gen_range(0.0..std::f64::consts::TAU);
-                        ((sx + rad * az.cos()).clamp(-h, h), (sy + rad * az.sin()).clamp(-h, h))
+                        (
+                            (sx + rad * az.cos()).clamp(-h, h),
+                            (sy + rad * az.sin()).clamp(-h, h),
+                        )
                     } else {
                         (rng.gen_range(-h..=h), rng.gen_range(-h..=h))
                     };
@@ -136,8 +152,15 @@ impl Sampler<'_> {
     }
 
     /// `n` points cycling through `phases`, with references computed in parallel.
-    pub fn sample<R: Rng>(&self, phases: &[Phase], n: usize, rng: &mut R) -> Result<Batch, TrainError> {
-        let geos: Vec<Geo> = (0..n).map(|i| self.draw_geometry(phases[i % phases.len()], rng)).collect();
+    pub fn sample<R: Rng>(
+        &self,
+        phases: &[Phase],
+        n: usize,
+        rng: &mut R,
+    ) -> Result<Batch, TrainError> {
+        let geos: Vec<Geo> = (0..n)
+            .map(|i| self.draw_geometry(phases[i % phases.len()], rng))
+            .collect();
         let refs: Vec<_> = geos
             .par_iter()
             .map(|g| self.reference.traveltime_and_gradient(g.phase, g.s, g.r))
@@ -164,21 +187,36 @@ impl Sampler<'_> {
         };
         for (i, (g, rf)) in geos.iter().zip(&refs).enumerate() {
             let v = self.vref_km_s[g.phase.index()];
-            let d = [g.s.x_km - g.r.x_km, g.s.y_km - g.r.y_km, g.s.z_km - g.r.z_km];
+            let d = [
+                g.s.x_km - g.r.x_km,
+                g.s.y_km - g.r.y_km,
+                g.s.z_km - g.r.z_km,
+            ];
             let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
             let t0 = dist / v;
             let (c, dc): (Vec<f64>, Vec<f64>) = match self.inputs {
                 InputKind::Radial1d => {
                     let rh = d[0].hypot(d[1]);
-                    (vec![rh, g.s.z_km, g.r.z_km], vec![rh / (dist * v), d[2] / (dist * v), -d[2] / (dist * v)])
+                    (
+                        vec![rh, g.s.z_km, g.r.z_km],
+                        vec![rh / (dist * v), d[2] / (dist * v), -d[2] / (dist * v)],
+                    )
                 }
                 InputKind::Cartesian3d => (
                     vec![g.s.x_km, g.s.y_km, g.s.z_km, g.r.x_km, g.r.y_km, g.r.z_km],
-                    vec![d[0] / (dist * v), d[1] / (dist * v), d[2] / (dist * v), -d[0] / (dist * v), -d[1] / (dist * v), -d[2] / (dist * v)],
+                    vec![
+                        d[0] / (dist * v),
+                        d[1] / (dist * v),
+                        d[2] / (dist * v),
+                        -d[0] / (dist * v),
+                        -d[1] / (dist * v),
+                        -d[2] / (dist * v),
+                    ],
                 ),
             };
             for j in 0..nc {
-                bt.x[i * d_in + j] = ((c[j] - self.scaling.center_km[j]) / self.scaling.half_width_km[j]) as f32;
+                bt.x[i * d_in + j] =
+                    ((c[j] - self.scaling.center_km[j]) / self.scaling.half_width_km[j]) as f32;
                 bt.seeds[(j * n + i) * d_in + j] = (1.0 / self.scaling.half_width_km[j]) as f32;
                 bt.dt0[j * n + i] = dc[j] as f32;
             }
@@ -196,8 +234,12 @@ impl Sampler<'_> {
             for (a, gv) in gref.iter().enumerate() {
                 bt.grad_ref[a * n + i] = *gv as f32;
             }
-            bt.v_src[i] = self.velocity.velocity_km_s(g.phase, g.s.x_km, g.s.y_km, g.s.z_km) as f32;
-            bt.v_rec[i] = self.velocity.velocity_km_s(g.phase, g.r.x_km, g.r.y_km, g.r.z_km) as f32;
+            bt.v_src[i] =
+                self.velocity
+                    .velocity_km_s(g.phase, g.s.x_km, g.s.y_km, g.s.z_km) as f32;
+            bt.v_rec[i] =
+                self.velocity
+                    .velocity_km_s(g.phase, g.r.x_km, g.r.y_km, g.r.z_km) as f32;
             bt.phase.push(g.phase);
             bt.t_ref.push(rf.t_s);
         }

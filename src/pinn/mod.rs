@@ -28,7 +28,10 @@ pub enum TrainError {
     #[error("invalid training configuration: {0}")]
     Config(String),
     #[error("{file}: {message}")]
-    Io { file: std::path::PathBuf, message: String },
+    Io {
+        file: std::path::PathBuf,
+        message: String,
+    },
     #[error(transparent)]
     Model(#[from] crate::traveltime::pinn::PinnError),
     #[error("validation failed: {0}")]

@@ -22,7 +22,10 @@ pub struct TauNet {
 impl TauNet {
     /// A freshly initialised net with layer widths `widths` (e.g. `[3, 32, 32, 1]`).
     pub fn new(widths: &[usize], device: &Device) -> Self {
-        let layers = widths.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect();
+        let layers = widths
+            .windows(2)
+            .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+            .collect();
         Self { layers }
     }
 
@@ -40,7 +43,12 @@ impl TauNet {
     /// tau `[N, 1]` and its directional derivatives along `k` input seeds, stacked
     /// `[k * N, 1]` (seed-major: rows `j * N .. (j + 1) * N` belong to seed j);
     /// `seeds` is `[k * N, d_in]`.
-    pub fn forward_with_tangents(&self, x: Tensor<2>, seeds: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2>) {
+    pub fn forward_with_tangents(
+        &self,
+        x: Tensor<2>,
+        seeds: Tensor<2>,
+        k: usize,
+    ) -> (Tensor<2>, Tensor<2>) {
         let n = self.layers.len();
         let mut a = x;
         let mut t = seeds;
@@ -67,12 +75,28 @@ impl TauNet {
             .iter()
             .map(|l| {
                 let [d_in, d_out] = l.weight.val().dims();
-                let weight = l.weight.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32 weights");
+                let weight = l
+                    .weight
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .expect("f32 weights");
                 let bias = match &l.bias {
-                    Some(b) => b.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32 bias"),
+                    Some(b) => b
+                        .val()
+                        .into_data()
+                        .convert::<f32>()
+                        .to_vec::<f32>()
+                        .expect("f32 bias"),
                     None => vec![0.0; d_out],
                 };
-                DenseLayer { d_in, d_out, weight, bias }
+                DenseLayer {
+                    d_in,
+                    d_out,
+                    weight,
+                    bias,
+                }
             })
             .collect();
         DenseNet { layers }

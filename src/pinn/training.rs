@@ -22,7 +22,8 @@ use super::model::{tensor2, TauNet};
 use super::{TrainError, BURN_VERSION};
 use crate::domain::Phase;
 use crate::traveltime::pinn::{
-    Architecture, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode, PinnManifest, PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
+    Architecture, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode, PinnManifest,
+    PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
 };
 use crate::traveltime::pinn_check::{reference_values, sample_rows, summarize, Row};
 use crate::traveltime::{TimeAndGradient, TraveltimeModel};
@@ -131,7 +132,11 @@ pub struct Trained {
 impl Trained {
     /// The burn-free evaluator of these weights.
     pub fn evaluator(&self) -> Result<PinnModel, TrainError> {
-        Ok(PinnModel::from_parts(std::path::Path::new(&self.manifest.name), self.manifest.clone(), &self.weights)?)
+        Ok(PinnModel::from_parts(
+            std::path::Path::new(&self.manifest.name),
+            self.manifest.clone(),
+            &self.weights,
+        )?)
     }
 }
 
@@ -148,7 +153,13 @@ fn net_groups(cfg: &TrainConfig) -> Vec<Vec<Phase>> {
 }
 
 /// Manifest and flat weights for `nets` (layer by layer: weight then bias).
-pub fn export(cfg: &TrainConfig, inputs: &TrainInputs, vref: [f64; 2], nets: &[TauNet], validation: Option<ValidationReport>) -> (PinnManifest, Vec<f32>) {
+pub fn export(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    vref: [f64; 2],
+    nets: &[TauNet],
+    validation: Option<ValidationReport>,
+) -> (PinnManifest, Vec<f32>) {
     let groups = net_groups(cfg);
     let mut flat = Vec::new();
     let mut specs = Vec::new();
@@ -160,7 +171,12 @@ pub fn export(cfg: &TrainConfig, inputs: &TrainInputs, vref: [f64; 2], nets: &[T
             flat.extend_from_slice(&l.weight);
             let bias_offset = flat.len();
             flat.extend_from_slice(&l.bias);
-            layers.push(LayerSpec { d_in: l.d_in, d_out: l.d_out, weight_offset, bias_offset });
+            layers.push(LayerSpec {
+                d_in: l.d_in,
+                d_out: l.d_out,
+                weight_offset,
+                bias_offset,
+            });
         }
         let phase = match cfg.architecture.phase_mode {
             PhaseMode::Separate => Some(group[0]),
@@ -170,7 +186,11 @@ pub fn export(cfg: &TrainConfig, inputs: &TrainInputs, vref: [f64; 2], nets: &[T
             Some(p) => format!("net-{p}.bpk"),
             None => "net.bpk".to_string(),
         });
-        specs.push(NetSpec { phase, layers, burnpack });
+        specs.push(NetSpec {
+            phase,
+            layers,
+            burnpack,
+        });
     }
     let manifest = PinnManifest {
         format_version: FORMAT_VERSION,
@@ -191,7 +211,13 @@ pub fn export(cfg: &TrainConfig, inputs: &TrainInputs, vref: [f64; 2], nets: &[T
 }
 
 /// Loss terms for one batch: (total, [time, grad, eikonal]) with the total still on the graph.
-pub fn loss(net: &TauNet, b: &Batch, arch: &Architecture, s: &TrainingSettings, device: &Device) -> (Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
+pub fn loss(
+    net: &TauNet,
+    b: &Batch,
+    arch: &Architecture,
+    s: &TrainingSettings,
+    device: &Device,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
     let (n, k, d) = (b.n, b.k, b.d_in);
     let x = tensor2(b.x.clone(), n, d, device);
     let seeds = tensor2(b.seeds.clone(), k * n, d, device);
@@ -219,7 +245,9 @@ pub fn loss(net: &TauNet, b: &Batch, arch: &Architecture, s: &TrainingSettings, 
     let v_rec = tensor2(b.v_rec.clone(), 1, n, device);
     let l_eik = (norm * v_rec - 1.0).powi_scalar(2).mean();
 
-    let total = l_time.clone().mul_scalar(s.w_time) + l_grad.clone().mul_scalar(s.w_grad) + l_eik.clone().mul_scalar(s.w_eikonal);
+    let total = l_time.clone().mul_scalar(s.w_time)
+        + l_grad.clone().mul_scalar(s.w_grad)
+        + l_eik.clone().mul_scalar(s.w_eikonal);
     (total, l_time, l_grad, l_eik)
 }
 
@@ -228,30 +256,64 @@ fn scalar(t: Tensor<1>) -> f64 {
 }
 
 /// Validates the current weights with the burn-free evaluator on fixed rows.
-fn validate_now(cfg: &TrainConfig, inputs: &TrainInputs, vref: [f64; 2], nets: &[TauNet], rows: &[Row], truth: &[TimeAndGradient], seed: u64) -> Result<ValidationReport, TrainError> {
+fn validate_now(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    vref: [f64; 2],
+    nets: &[TauNet],
+    rows: &[Row],
+    truth: &[TimeAndGradient],
+    seed: u64,
+) -> Result<ValidationReport, TrainError> {
     let (manifest, flat) = export(cfg, inputs, vref, nets, None);
     let model = PinnModel::from_parts(std::path::Path::new(&cfg.name), manifest, &flat)?;
     let pred = model.eval_pairs(rows, true)?;
-    Ok(summarize(&inputs.reference.name(), seed, rows, &pred, truth, cfg.bounds.max_distance_km))
+    Ok(summarize(
+        &inputs.reference.name(),
+        seed,
+        rows,
+        &pred,
+        truth,
+        cfg.bounds.max_distance_km,
+    ))
 }
 
 /// Trains the nets of `cfg`; `on_progress` is called after every step.
-pub fn train(cfg: &TrainConfig, inputs: &TrainInputs, on_progress: &mut dyn FnMut(&Progress)) -> Result<Trained, TrainError> {
+pub fn train(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Trained, TrainError> {
     cfg.bounds.validate().map_err(TrainError::Config)?;
     let st = &cfg.settings;
-    if cfg.phases.is_empty() || cfg.architecture.hidden.is_empty() || st.steps == 0 || st.batch_size == 0 {
-        return Err(TrainError::Config("need phases, hidden layers, steps > 0 and batch_size > 0".into()));
+    if cfg.phases.is_empty()
+        || cfg.architecture.hidden.is_empty()
+        || st.steps == 0
+        || st.batch_size == 0
+    {
+        return Err(TrainError::Config(
+            "need phases, hidden layers, steps > 0 and batch_size > 0".into(),
+        ));
     }
     if cfg.architecture.activation != "elu" {
-        return Err(TrainError::Config(format!("activation {:?}: only elu is implemented", cfg.architecture.activation)));
+        return Err(TrainError::Config(format!(
+            "activation {:?}: only elu is implemented",
+            cfg.architecture.activation
+        )));
     }
     let started = Instant::now();
     let device = Device::flex().autodiff();
     device.seed(st.seed);
     let widths = cfg.architecture.widths();
     let groups = net_groups(cfg);
-    let mut nets: Vec<TauNet> = groups.iter().map(|_| TauNet::new(&widths, &device)).collect();
-    let mut optims: Vec<_> = groups.iter().map(|_| AdamConfig::new().with_epsilon(1e-8).init()).collect();
+    let mut nets: Vec<TauNet> = groups
+        .iter()
+        .map(|_| TauNet::new(&widths, &device))
+        .collect();
+    let mut optims: Vec<_> = groups
+        .iter()
+        .map(|_| AdamConfig::new().with_epsilon(1e-8).init())
+        .collect();
     let vref = reference_velocities(inputs.velocity, &cfg.bounds);
     let sampler = Sampler {
         inputs: cfg.architecture.inputs,
@@ -267,7 +329,13 @@ pub fn train(cfg: &TrainConfig, inputs: &TrainInputs, on_progress: &mut dyn FnMu
     };
     let mut rng = ChaCha8Rng::seed_from_u64(st.seed);
     let val_seed = st.seed.wrapping_add(0x5eed);
-    let val_rows = sample_rows(cfg.architecture.inputs, &cfg.bounds, &cfg.phases, cfg.validation_points.max(1), val_seed);
+    let val_rows = sample_rows(
+        cfg.architecture.inputs,
+        &cfg.bounds,
+        &cfg.phases,
+        cfg.validation_points.max(1),
+        val_seed,
+    );
     let val_truth = reference_values(inputs.reference, &val_rows)?;
 
     let spe = st.steps_per_epoch.max(1);
@@ -277,7 +345,17 @@ pub fn train(cfg: &TrainConfig, inputs: &TrainInputs, on_progress: &mut dyn FnMu
     for step in 1..=st.steps {
         let frac = (step - 1) as f64 / st.steps.max(2).saturating_sub(1) as f64;
         let lr = st.lr_start * (st.lr_end / st.lr_start).powf(frac);
-        let mut rec = LossRecord { step, lr, loss: 0.0, loss_time: 0.0, loss_grad: 0.0, loss_eikonal: 0.0, val_rmae: [f64::NAN; 2], val_p99_s: [f64::NAN; 2], elapsed_s: 0.0 };
+        let mut rec = LossRecord {
+            step,
+            lr,
+            loss: 0.0,
+            loss_time: 0.0,
+            loss_grad: 0.0,
+            loss_eikonal: 0.0,
+            val_rmae: [f64::NAN; 2],
+            val_p99_s: [f64::NAN; 2],
+            elapsed_s: 0.0,
+        };
         for (g, group) in groups.iter().enumerate() {
             if pools[g].is_empty() {
                 // a new epoch: fresh collocation points for the next `spe` steps
@@ -297,7 +375,10 @@ pub fn train(cfg: &TrainConfig, inputs: &TrainInputs, on_progress: &mut dyn FnMu
             nets[g] = optims[g].step(lr, nets[g].clone(), gp);
         }
         if !rec.loss.is_finite() {
-            return Err(TrainError::Config(format!("loss became {} at step {step}: lower lr_start", rec.loss)));
+            return Err(TrainError::Config(format!(
+                "loss became {} at step {step}: lower lr_start",
+                rec.loss
+            )));
         }
         if step == st.steps || (cfg.validate_every > 0 && step % cfg.validate_every == 0) {
             let v = validate_now(cfg, inputs, vref, &nets, &val_rows, &val_truth, val_seed)?;
@@ -314,25 +395,48 @@ pub fn train(cfg: &TrainConfig, inputs: &TrainInputs, on_progress: &mut dyn FnMu
         }
         rec.elapsed_s = started.elapsed().as_secs_f64();
         curve.push(rec);
-        on_progress(&Progress { step, steps: st.steps, record: curve.last().expect("pushed"), validation: last_val.as_ref() });
+        on_progress(&Progress {
+            step,
+            steps: st.steps,
+            record: curve.last().expect("pushed"),
+            validation: last_val.as_ref(),
+        });
     }
     let mut settings = st.clone();
     settings.wall_time_s = started.elapsed().as_secs_f64();
-    let cfg_done = TrainConfig { settings, ..cfg.clone() };
+    let cfg_done = TrainConfig {
+        settings,
+        ..cfg.clone()
+    };
     let (manifest, weights) = export(&cfg_done, inputs, vref, &nets, last_val);
-    Ok(Trained { nets, manifest, weights, curve })
+    Ok(Trained {
+        nets,
+        manifest,
+        weights,
+        curve,
+    })
 }
 
 /// Writes each net's burnpack (`net-P.bpk`, `net-S.bpk` or `net.bpk`) into `dir`.
-pub fn save_burnpacks(cfg: &TrainConfig, nets: &[TauNet], dir: &std::path::Path) -> Result<(), TrainError> {
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::Io { file: dir.to_path_buf(), message: e.to_string() })?;
+pub fn save_burnpacks(
+    cfg: &TrainConfig,
+    nets: &[TauNet],
+    dir: &std::path::Path,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
+        file: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
     for (net, group) in nets.iter().zip(net_groups(cfg)) {
         let name = match cfg.architecture.phase_mode {
             PhaseMode::Separate => format!("net-{}.bpk", group[0]),
             PhaseMode::Input => "net.bpk".to_string(),
         };
         let file = dir.join(name);
-        net.valid().save_file(&file).map_err(|e| TrainError::Io { file: file.clone(), message: e.to_string() })?;
+        net.valid().save_file(&file).map_err(|e| TrainError::Io {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
     }
     Ok(())
 }

@@ -35,7 +35,10 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Debug, Error)]
 pub enum PinnError {
     #[error("{file}: cannot read: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}: invalid manifest: {message}")]
     Manifest { file: PathBuf, message: String },
     #[error("{file}: {message}")]
@@ -43,9 +46,17 @@ pub enum PinnError {
     #[error(
         "model {dir} was trained for velocity model {trained} but the config's velocity model hashes to {configured}: retrain it with `eikoloc train`"
     )]
-    VelocityMismatch { dir: PathBuf, trained: String, configured: String },
+    VelocityMismatch {
+        dir: PathBuf,
+        trained: String,
+        configured: String,
+    },
     #[error("model {dir} covers {trained} but the config needs {configured}: retrain it with `eikoloc train`")]
-    BoundsMismatch { dir: PathBuf, trained: String, configured: String },
+    BoundsMismatch {
+        dir: PathBuf,
+        trained: String,
+        configured: String,
+    },
 }
 
 /// What the network takes as input.
@@ -120,7 +131,11 @@ impl Architecture {
         let h = if self.hidden.iter().all(|&w| w == self.hidden[0]) {
             format!("{}x{}", self.hidden[0], self.hidden.len())
         } else {
-            self.hidden.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("-")
+            self.hidden
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join("-")
         };
         format!("{kind}-{h}-{mode}")
     }
@@ -163,7 +178,10 @@ impl ModelBounds {
         if !v.iter().all(|x| x.is_finite()) {
             return Err("non-finite bound".into());
         }
-        if self.max_distance_km <= 0.0 || self.source_depth_max_km <= self.source_depth_min_km || self.receiver_depth_max_km < self.receiver_depth_min_km {
+        if self.max_distance_km <= 0.0
+            || self.source_depth_max_km <= self.source_depth_min_km
+            || self.receiver_depth_max_km < self.receiver_depth_min_km
+        {
             return Err(format!("empty box: {self}"));
         }
         Ok(())
@@ -183,7 +201,11 @@ impl ModelBounds {
         let zs: Vec<f64> = cfg.station_positions.iter().map(|p| p.z_km).collect();
         let zmin = zs.iter().copied().fold(f64::INFINITY, f64::min);
         let zmax = zs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let (zmin, zmax) = if zmin.is_finite() { ((zmin * 10.0).floor() / 10.0, (zmax * 10.0).ceil() / 10.0) } else { (0.0, 0.0) };
+        let (zmin, zmax) = if zmin.is_finite() {
+            ((zmin * 10.0).floor() / 10.0, (zmax * 10.0).ceil() / 10.0)
+        } else {
+            (0.0, 0.0)
+        };
         let zmax = if zmax <= zmin { zmin + 0.1 } else { zmax };
         Self {
             max_distance_km: cfg.max_source_receiver_distance_km().ceil().max(1.0),
@@ -200,7 +222,11 @@ impl std::fmt::Display for ModelBounds {
         write!(
             f,
             "distance 0-{} km, source depth {}-{} km, receiver depth {}-{} km",
-            self.max_distance_km, self.source_depth_min_km, self.source_depth_max_km, self.receiver_depth_min_km, self.receiver_depth_max_km
+            self.max_distance_km,
+            self.source_depth_min_km,
+            self.source_depth_max_km,
+            self.receiver_depth_min_km,
+            self.receiver_depth_max_km
         )
     }
 }
@@ -224,10 +250,15 @@ impl InputScaling {
             InputKind::Radial1d => [mid(0.0, b.max_distance_km), zs, zr].into_iter().unzip(),
             InputKind::Cartesian3d => {
                 let hw = b.cartesian_half_width_km();
-                [(0.0, hw), (0.0, hw), zs, (0.0, hw), (0.0, hw), zr].into_iter().unzip()
+                [(0.0, hw), (0.0, hw), zs, (0.0, hw), (0.0, hw), zr]
+                    .into_iter()
+                    .unzip()
             }
         };
-        Self { center_km: c, half_width_km: h }
+        Self {
+            center_km: c,
+            half_width_km: h,
+        }
     }
 }
 
@@ -274,12 +305,22 @@ impl VelocityInfo {
     /// Identity of a layered model.
     pub fn layered(m: &crate::velocity::LayeredModel) -> Self {
         use crate::velocity::VelocityModel;
-        Self { kind: "layered".into(), hash: m.content_hash(), layered: Some(m.clone()), gradient: None }
+        Self {
+            kind: "layered".into(),
+            hash: m.content_hash(),
+            layered: Some(m.clone()),
+            gradient: None,
+        }
     }
     /// Identity of a constant-gradient model.
     pub fn gradient(m: &crate::velocity::GradientModel) -> Self {
         use crate::velocity::VelocityModel;
-        Self { kind: "gradient".into(), hash: m.content_hash(), layered: None, gradient: Some(*m) }
+        Self {
+            kind: "gradient".into(),
+            hash: m.content_hash(),
+            layered: None,
+            gradient: Some(*m),
+        }
     }
 }
 
@@ -434,7 +475,10 @@ fn exp_nonpos(x: f32) -> f32 {
     let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
     let n = t - 12_582_912.0;
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
     p * scale
 }
@@ -452,11 +496,36 @@ fn elu_inplace(z: &mut [f32], d: &mut [f32]) {
 /// C[m, n] = A[m, k] B (+ beta C); B given by its strides so W^T costs nothing.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], rsb: isize, csb: isize, beta: f32, c: &mut [f32]) {
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: &mut [f32],
+) {
     debug_assert!(a.len() >= m * k && c.len() >= m * n);
     // SAFETY: the slices cover the m x k, k x n (by its strides) and m x n extents checked above.
     unsafe {
-        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1);
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 
@@ -503,7 +572,17 @@ impl DenseNet {
             for row in dst.chunks_exact_mut(layer.d_out) {
                 row.copy_from_slice(&layer.bias);
             }
-            gemm(b, layer.d_in, layer.d_out, input, &layer.weight, layer.d_out as isize, 1, 1.0, dst);
+            gemm(
+                b,
+                layer.d_in,
+                layer.d_out,
+                input,
+                &layer.weight,
+                layer.d_out as isize,
+                1,
+                1.0,
+                dst,
+            );
             if l + 1 < nl {
                 let d = &mut ws.dact[l];
                 d.resize(b * layer.d_out, 0.0);
@@ -521,12 +600,25 @@ impl DenseNet {
         }
         for l in (0..nl - 1).rev() {
             let layer = &self.layers[l];
-            for (gi, di) in ws.g[..b * layer.d_out].iter_mut().zip(&ws.dact[l][..b * layer.d_out]) {
+            for (gi, di) in ws.g[..b * layer.d_out]
+                .iter_mut()
+                .zip(&ws.dact[l][..b * layer.d_out])
+            {
                 *gi *= di;
             }
             // d tau / d a_{l-1} = g W_l^T : [b, d_out] x [d_out, d_in]
             ws.g2.resize(b * layer.d_in, 0.0);
-            gemm(b, layer.d_out, layer.d_in, &ws.g, &layer.weight, 1, layer.d_out as isize, 0.0, &mut ws.g2);
+            gemm(
+                b,
+                layer.d_out,
+                layer.d_in,
+                &ws.g,
+                &layer.weight,
+                1,
+                layer.d_out as isize,
+                0.0,
+                &mut ws.g2,
+            );
             std::mem::swap(&mut ws.g, &mut ws.g2);
         }
     }
@@ -549,17 +641,39 @@ impl PinnModel {
     /// Loads `dir/manifest.json` and its weight file.
     pub fn load(dir: &Path) -> Result<Self, PinnError> {
         let mpath = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&mpath).map_err(|source| PinnError::Io { file: mpath.clone(), source })?;
-        let manifest: PinnManifest = serde_json::from_str(&text).map_err(|e| PinnError::Manifest { file: mpath.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&mpath).map_err(|source| PinnError::Io {
+            file: mpath.clone(),
+            source,
+        })?;
+        let manifest: PinnManifest =
+            serde_json::from_str(&text).map_err(|e| PinnError::Manifest {
+                file: mpath.clone(),
+                message: e.to_string(),
+            })?;
         let wpath = dir.join(&manifest.weights_file);
-        let bytes = std::fs::read(&wpath).map_err(|source| PinnError::Io { file: wpath.clone(), source })?;
+        let bytes = std::fs::read(&wpath).map_err(|source| PinnError::Io {
+            file: wpath.clone(),
+            source,
+        })?;
         if bytes.len() % 4 != 0 {
-            return Err(PinnError::Weights { file: wpath, message: format!("length {} is not a multiple of 4", bytes.len()) });
+            return Err(PinnError::Weights {
+                file: wpath,
+                message: format!("length {} is not a multiple of 4", bytes.len()),
+            });
         }
-        let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let flat: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         Self::from_parts(dir, manifest, &flat).map_err(|e| match e {
-            PinnError::Manifest { message, .. } => PinnError::Manifest { file: mpath, message },
-            PinnError::Weights { message, .. } => PinnError::Weights { file: wpath, message },
+            PinnError::Manifest { message, .. } => PinnError::Manifest {
+                file: mpath,
+                message,
+            },
+            PinnError::Weights { message, .. } => PinnError::Weights {
+                file: wpath,
+                message,
+            },
             other => other,
         })
     }
@@ -567,22 +681,43 @@ impl PinnModel {
     /// Builds a model from a manifest and the flat weight vector it describes (the trainer's
     /// in-memory path; `dir` is only used in messages).
     pub fn from_parts(dir: &Path, manifest: PinnManifest, flat: &[f32]) -> Result<Self, PinnError> {
-        let merr = |message: String| PinnError::Manifest { file: dir.join("manifest.json"), message };
+        let merr = |message: String| PinnError::Manifest {
+            file: dir.join("manifest.json"),
+            message,
+        };
         if manifest.format_version != FORMAT_VERSION {
-            return Err(merr(format!("format_version {} (this build reads {FORMAT_VERSION})", manifest.format_version)));
+            return Err(merr(format!(
+                "format_version {} (this build reads {FORMAT_VERSION})",
+                manifest.format_version
+            )));
         }
         if manifest.architecture.activation != "elu" {
-            return Err(merr(format!("activation {:?} is not implemented (only elu)", manifest.architecture.activation)));
+            return Err(merr(format!(
+                "activation {:?} is not implemented (only elu)",
+                manifest.architecture.activation
+            )));
         }
-        manifest.bounds.validate().map_err(|m| merr(format!("bounds: {m}")))?;
+        manifest
+            .bounds
+            .validate()
+            .map_err(|m| merr(format!("bounds: {m}")))?;
         let nc = manifest.architecture.inputs.n_coords();
         if manifest.scaling.center_km.len() != nc || manifest.scaling.half_width_km.len() != nc {
             return Err(merr(format!("scaling needs {nc} centres and half widths")));
         }
-        if manifest.scaling.half_width_km.iter().any(|h| !(h.is_finite() && *h > 0.0)) {
+        if manifest
+            .scaling
+            .half_width_km
+            .iter()
+            .any(|h| !(h.is_finite() && *h > 0.0))
+        {
             return Err(merr("scaling half widths must be positive".into()));
         }
-        if manifest.reference_velocity_km_s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        if manifest
+            .reference_velocity_km_s
+            .iter()
+            .any(|v| !(v.is_finite() && *v > 0.0))
+        {
             return Err(merr("reference velocities must be positive".into()));
         }
         let widths = manifest.architecture.widths();
@@ -592,28 +727,57 @@ impl PinnModel {
             match (manifest.architecture.phase_mode, spec.phase) {
                 (PhaseMode::Separate, Some(p)) => net_of_phase[p.index()] = Some(k),
                 (PhaseMode::Input, None) => net_of_phase = [Some(k), Some(k)],
-                _ => return Err(merr(format!("net {k}: phase {:?} does not fit phase_mode {:?}", spec.phase, manifest.architecture.phase_mode))),
+                _ => {
+                    return Err(merr(format!(
+                        "net {k}: phase {:?} does not fit phase_mode {:?}",
+                        spec.phase, manifest.architecture.phase_mode
+                    )))
+                }
             }
             if spec.layers.len() + 1 != widths.len() {
-                return Err(merr(format!("net {k}: {} layers, architecture has {}", spec.layers.len(), widths.len() - 1)));
+                return Err(merr(format!(
+                    "net {k}: {} layers, architecture has {}",
+                    spec.layers.len(),
+                    widths.len() - 1
+                )));
             }
             let mut layers = Vec::new();
             for (l, ls) in spec.layers.iter().enumerate() {
                 if ls.d_in != widths[l] || ls.d_out != widths[l + 1] {
-                    return Err(merr(format!("net {k} layer {l}: shape [{}, {}] but architecture says [{}, {}]", ls.d_in, ls.d_out, widths[l], widths[l + 1])));
+                    return Err(merr(format!(
+                        "net {k} layer {l}: shape [{}, {}] but architecture says [{}, {}]",
+                        ls.d_in,
+                        ls.d_out,
+                        widths[l],
+                        widths[l + 1]
+                    )));
                 }
                 let take = |off: usize, len: usize| {
-                    flat.get(off..off + len).map(|s| s.to_vec()).ok_or_else(|| PinnError::Weights {
-                        file: dir.join(&manifest.weights_file),
-                        message: format!("net {k} layer {l}: elements {off}..{} beyond the file's {}", off + len, flat.len()),
-                    })
+                    flat.get(off..off + len)
+                        .map(|s| s.to_vec())
+                        .ok_or_else(|| PinnError::Weights {
+                            file: dir.join(&manifest.weights_file),
+                            message: format!(
+                                "net {k} layer {l}: elements {off}..{} beyond the file's {}",
+                                off + len,
+                                flat.len()
+                            ),
+                        })
                 };
                 let weight = take(ls.weight_offset, ls.d_in * ls.d_out)?;
                 let bias = take(ls.bias_offset, ls.d_out)?;
                 if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
-                    return Err(PinnError::Weights { file: dir.join(&manifest.weights_file), message: format!("net {k} layer {l}: non-finite weight") });
+                    return Err(PinnError::Weights {
+                        file: dir.join(&manifest.weights_file),
+                        message: format!("net {k} layer {l}: non-finite weight"),
+                    });
                 }
-                layers.push(DenseLayer { d_in: ls.d_in, d_out: ls.d_out, weight, bias });
+                layers.push(DenseLayer {
+                    d_in: ls.d_in,
+                    d_out: ls.d_out,
+                    weight,
+                    bias,
+                });
             }
             nets.push(DenseNet { layers });
         }
@@ -622,7 +786,12 @@ impl PinnModel {
                 return Err(merr(format!("phase {p} is listed but has no net")));
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), manifest, net_of_phase, nets })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            net_of_phase,
+            nets,
+        })
     }
 
     /// The manifest.
@@ -641,12 +810,24 @@ impl PinnModel {
     }
 
     /// Refuses a model trained for another velocity model or a smaller box than the config needs.
-    pub fn check_compatible(&self, velocity_hash: &str, bounds: &ModelBounds) -> Result<(), PinnError> {
+    pub fn check_compatible(
+        &self,
+        velocity_hash: &str,
+        bounds: &ModelBounds,
+    ) -> Result<(), PinnError> {
         if self.manifest.velocity.hash != velocity_hash {
-            return Err(PinnError::VelocityMismatch { dir: self.dir.clone(), trained: self.manifest.velocity.hash.clone(), configured: velocity_hash.to_string() });
+            return Err(PinnError::VelocityMismatch {
+                dir: self.dir.clone(),
+                trained: self.manifest.velocity.hash.clone(),
+                configured: velocity_hash.to_string(),
+            });
         }
         if !self.manifest.bounds.contains(bounds) {
-            return Err(PinnError::BoundsMismatch { dir: self.dir.clone(), trained: self.manifest.bounds.to_string(), configured: bounds.to_string() });
+            return Err(PinnError::BoundsMismatch {
+                dir: self.dir.clone(),
+                trained: self.manifest.bounds.to_string(),
+                configured: bounds.to_string(),
+            });
         }
         Ok(())
     }
@@ -687,8 +868,14 @@ impl PinnModel {
                 s.x_km.abs() <= h && s.y_km.abs() <= h
             }
         };
-        if !horiz_ok || s.z_km < b.source_depth_min_km - tol || s.z_km > b.source_depth_max_km + tol {
-            return Err(TraveltimeError::OutsideModel { what: "source", x_km: s.x_km, y_km: s.y_km, z_km: s.z_km });
+        if !horiz_ok || s.z_km < b.source_depth_min_km - tol || s.z_km > b.source_depth_max_km + tol
+        {
+            return Err(TraveltimeError::OutsideModel {
+                what: "source",
+                x_km: s.x_km,
+                y_km: s.y_km,
+                z_km: s.z_km,
+            });
         }
         let rec_h_ok = match self.manifest.architecture.inputs {
             InputKind::Radial1d => true,
@@ -697,64 +884,87 @@ impl PinnModel {
                 r.x_km.abs() <= h && r.y_km.abs() <= h
             }
         };
-        if !rec_h_ok || r.z_km < b.receiver_depth_min_km - tol || r.z_km > b.receiver_depth_max_km + tol {
-            return Err(TraveltimeError::OutsideModel { what: "receiver", x_km: r.x_km, y_km: r.y_km, z_km: r.z_km });
+        if !rec_h_ok
+            || r.z_km < b.receiver_depth_min_km - tol
+            || r.z_km > b.receiver_depth_max_km + tol
+        {
+            return Err(TraveltimeError::OutsideModel {
+                what: "receiver",
+                x_km: r.x_km,
+                y_km: r.y_km,
+                z_km: r.z_km,
+            });
         }
         Ok(())
     }
 
     /// Evaluates `rows` (all served by net `k`) into `out`, in parallel blocks.
-    fn eval_rows(&self, k: usize, rows: &[(Phase, LocalPoint, LocalPoint)], grad: bool, out: &mut [TimeAndGradient]) {
+    fn eval_rows(
+        &self,
+        k: usize,
+        rows: &[(Phase, LocalPoint, LocalPoint)],
+        grad: bool,
+        out: &mut [TimeAndGradient],
+    ) {
         let net = &self.nets[k];
         let d_in = net.d_in();
         let a = &self.manifest.architecture;
         let sc = &self.manifest.scaling;
         let vref = self.manifest.reference_velocity_km_s;
-        out.par_chunks_mut(BLOCK_ROWS).zip(rows.par_chunks(BLOCK_ROWS)).for_each_init(Workspace::default, |ws, (o, rs)| {
-            let b = rs.len();
-            ws.x.resize(b * d_in, 0.0);
-            for (i, (p, s, r)) in rs.iter().enumerate() {
-                self.features(*p, s, r, &mut ws.x[i * d_in..(i + 1) * d_in]);
-            }
-            net.forward_block(ws, b, grad);
-            for (i, (p, s, r)) in rs.iter().enumerate() {
-                let tau = ws.out[i] as f64;
-                let v = vref[p.index()];
-                let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
-                let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-                let t0 = dist / v;
-                let mut g = [0.0; 3];
-                if grad {
-                    let gu = &ws.g[i * d_in..(i + 1) * d_in];
-                    // dT/ds = dT0/ds tau + T0 dtau/ds
-                    let inv = if dist > 1e-9 { 1.0 / (dist * v) } else { 0.0 };
-                    for c in 0..3 {
-                        g[c] = d[c] * inv * tau;
-                    }
-                    match a.inputs {
-                        InputKind::Radial1d => {
-                            let rh = d[0].hypot(d[1]);
-                            let dtau_dr = gu[0] as f64 / sc.half_width_km[0];
-                            if rh > 1e-9 {
-                                g[0] += t0 * dtau_dr * d[0] / rh;
-                                g[1] += t0 * dtau_dr * d[1] / rh;
-                            }
-                            g[2] += t0 * gu[1] as f64 / sc.half_width_km[1];
-                        }
-                        InputKind::Cartesian3d => {
-                            for c in 0..3 {
-                                g[c] += t0 * gu[c] as f64 / sc.half_width_km[c];
-                            }
-                        }
-                    }
+        out.par_chunks_mut(BLOCK_ROWS)
+            .zip(rows.par_chunks(BLOCK_ROWS))
+            .for_each_init(Workspace::default, |ws, (o, rs)| {
+                let b = rs.len();
+                ws.x.resize(b * d_in, 0.0);
+                for (i, (p, s, r)) in rs.iter().enumerate() {
+                    self.features(*p, s, r, &mut ws.x[i * d_in..(i + 1) * d_in]);
                 }
-                o[i] = TimeAndGradient { t_s: t0 * tau, grad_s_per_km: g };
-            }
-        });
+                net.forward_block(ws, b, grad);
+                for (i, (p, s, r)) in rs.iter().enumerate() {
+                    let tau = ws.out[i] as f64;
+                    let v = vref[p.index()];
+                    let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
+                    let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+                    let t0 = dist / v;
+                    let mut g = [0.0; 3];
+                    if grad {
+                        let gu = &ws.g[i * d_in..(i + 1) * d_in];
+                        // dT/ds = dT0/ds tau + T0 dtau/ds
+                        let inv = if dist > 1e-9 { 1.0 / (dist * v) } else { 0.0 };
+                        for c in 0..3 {
+                            g[c] = d[c] * inv * tau;
+                        }
+                        match a.inputs {
+                            InputKind::Radial1d => {
+                                let rh = d[0].hypot(d[1]);
+                                let dtau_dr = gu[0] as f64 / sc.half_width_km[0];
+                                if rh > 1e-9 {
+                                    g[0] += t0 * dtau_dr * d[0] / rh;
+                                    g[1] += t0 * dtau_dr * d[1] / rh;
+                                }
+                                g[2] += t0 * gu[1] as f64 / sc.half_width_km[1];
+                            }
+                            InputKind::Cartesian3d => {
+                                for c in 0..3 {
+                                    g[c] += t0 * gu[c] as f64 / sc.half_width_km[c];
+                                }
+                            }
+                        }
+                    }
+                    o[i] = TimeAndGradient {
+                        t_s: t0 * tau,
+                        grad_s_per_km: g,
+                    };
+                }
+            });
     }
 
     /// Evaluates arbitrary (phase, source, receiver) rows in one parallel pass per net.
-    pub fn eval_pairs(&self, rows: &[(Phase, LocalPoint, LocalPoint)], grad: bool) -> Result<Vec<TimeAndGradient>, TraveltimeError> {
+    pub fn eval_pairs(
+        &self,
+        rows: &[(Phase, LocalPoint, LocalPoint)],
+        grad: bool,
+    ) -> Result<Vec<TimeAndGradient>, TraveltimeError> {
         for (p, s, r) in rows {
             if self.net_of_phase[p.index()].is_none() {
                 return Err(TraveltimeError::PhaseUnavailable(*p));
@@ -763,7 +973,9 @@ impl PinnModel {
         }
         let mut out = vec![TimeAndGradient::default(); rows.len()];
         for k in 0..self.nets.len() {
-            let idx: Vec<usize> = (0..rows.len()).filter(|&i| self.net_of_phase[rows[i].0.index()] == Some(k)).collect();
+            let idx: Vec<usize> = (0..rows.len())
+                .filter(|&i| self.net_of_phase[rows[i].0.index()] == Some(k))
+                .collect();
             if idx.is_empty() {
                 continue;
             }
@@ -777,7 +989,13 @@ impl PinnModel {
         Ok(out)
     }
 
-    fn eval_one(&self, phase: Phase, s: LocalPoint, r: LocalPoint, grad: bool) -> Result<TimeAndGradient, TraveltimeError> {
+    fn eval_one(
+        &self,
+        phase: Phase,
+        s: LocalPoint,
+        r: LocalPoint,
+        grad: bool,
+    ) -> Result<TimeAndGradient, TraveltimeError> {
         let k = self.net_of_phase[phase.index()].ok_or(TraveltimeError::PhaseUnavailable(phase))?;
         self.check_inside(&s, &r)?;
         let mut out = [TimeAndGradient::default()];
@@ -787,10 +1005,20 @@ impl PinnModel {
 
     /// Like [`TraveltimeModel::batch_with_gradient`] but `grad` false skips the reverse pass
     /// (traveltimes only; gradients are left 0).
-    pub fn batch(&self, sources: &[LocalPoint], receivers: &[Receiver], grad: bool, out: &mut [TimeAndGradient]) -> Result<(), TraveltimeError> {
+    pub fn batch(
+        &self,
+        sources: &[LocalPoint],
+        receivers: &[Receiver],
+        grad: bool,
+        out: &mut [TimeAndGradient],
+    ) -> Result<(), TraveltimeError> {
         let m = receivers.len();
         if out.len() != sources.len() * m {
-            return Err(TraveltimeError::Other(format!("output buffer has {} rows, expected {}", out.len(), sources.len() * m)));
+            return Err(TraveltimeError::Other(format!(
+                "output buffer has {} rows, expected {}",
+                out.len(),
+                sources.len() * m
+            )));
         }
         for s in sources {
             for r in receivers {
@@ -803,17 +1031,28 @@ impl PinnModel {
             }
         }
         for k in 0..self.nets.len() {
-            let mine: Vec<usize> = (0..m).filter(|&j| self.net_of_phase[receivers[j].phase.index()] == Some(k)).collect();
+            let mine: Vec<usize> = (0..m)
+                .filter(|&j| self.net_of_phase[receivers[j].phase.index()] == Some(k))
+                .collect();
             if mine.is_empty() {
                 continue;
             }
             if mine.len() == m {
                 // every receiver on this net: evaluate straight into `out`
-                let rows: Vec<_> = sources.iter().flat_map(|s| receivers.iter().map(move |r| (r.phase, *s, r.position))).collect();
+                let rows: Vec<_> = sources
+                    .iter()
+                    .flat_map(|s| receivers.iter().map(move |r| (r.phase, *s, r.position)))
+                    .collect();
                 self.eval_rows(k, &rows, grad, out);
                 continue;
             }
-            let rows: Vec<_> = sources.iter().flat_map(|s| mine.iter().map(move |&j| (receivers[j].phase, *s, receivers[j].position))).collect();
+            let rows: Vec<_> = sources
+                .iter()
+                .flat_map(|s| {
+                    mine.iter()
+                        .map(move |&j| (receivers[j].phase, *s, receivers[j].position))
+                })
+                .collect();
             let mut tmp = vec![TimeAndGradient::default(); rows.len()];
             self.eval_rows(k, &rows, grad, &mut tmp);
             for (i, chunk) in tmp.chunks_exact(mine.len()).enumerate() {
@@ -830,13 +1069,28 @@ impl TraveltimeModel for PinnModel {
     fn name(&self) -> String {
         format!("pinn:{}", self.manifest.name)
     }
-    fn traveltime_s(&self, phase: Phase, source: LocalPoint, receiver: LocalPoint) -> Result<f64, TraveltimeError> {
+    fn traveltime_s(
+        &self,
+        phase: Phase,
+        source: LocalPoint,
+        receiver: LocalPoint,
+    ) -> Result<f64, TraveltimeError> {
         Ok(self.eval_one(phase, source, receiver, false)?.t_s)
     }
-    fn traveltime_and_gradient(&self, phase: Phase, source: LocalPoint, receiver: LocalPoint) -> Result<TimeAndGradient, TraveltimeError> {
+    fn traveltime_and_gradient(
+        &self,
+        phase: Phase,
+        source: LocalPoint,
+        receiver: LocalPoint,
+    ) -> Result<TimeAndGradient, TraveltimeError> {
         self.eval_one(phase, source, receiver, true)
     }
-    fn batch_with_gradient(&self, sources: &[LocalPoint], receivers: &[Receiver], out: &mut [TimeAndGradient]) -> Result<(), TraveltimeError> {
+    fn batch_with_gradient(
+        &self,
+        sources: &[LocalPoint],
+        receivers: &[Receiver],
+        out: &mut [TimeAndGradient],
+    ) -> Result<(), TraveltimeError> {
         self.batch(sources, receivers, true, out)
     }
 }
@@ -898,13 +1152,19 @@ mod tests {
     fn forward_and_input_gradient_match_a_naive_f64_evaluation() {
         let net = tiny_net(7, &[3, 16, 16, 1]);
         let n = 300;
-        let x: Vec<f32> = (0..n * 3).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let x: Vec<f32> = (0..n * 3)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
         let (y, g) = net.forward_with_input_grad(&x, n);
         let y2 = net.forward(&x, n);
         for i in 0..n {
             let row = &x[i * 3..i * 3 + 3];
             let t = naive(&net, row);
-            assert!((y[i] as f64 - t).abs() < 1e-5 * (1.0 + t.abs()), "row {i}: {} vs {t}", y[i]);
+            assert!(
+                (y[i] as f64 - t).abs() < 1e-5 * (1.0 + t.abs()),
+                "row {i}: {} vs {t}",
+                y[i]
+            );
             assert_eq!(y[i], y2[i]);
             for k in 0..3 {
                 let h = 1e-3;
@@ -913,7 +1173,11 @@ mod tests {
                 a[k] += h;
                 b[k] -= h;
                 let fd = (naive(&net, &a) - naive(&net, &b)) / (2.0 * h as f64);
-                assert!((g[i * 3 + k] as f64 - fd).abs() < 2e-3 * (1.0 + fd.abs()), "row {i} input {k}: {} vs {fd}", g[i * 3 + k]);
+                assert!(
+                    (g[i * 3 + k] as f64 - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                    "row {i} input {k}: {} vs {fd}",
+                    g[i * 3 + k]
+                );
             }
         }
     }
