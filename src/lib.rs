@@ -7,7 +7,6 @@
 //!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
 //! - [`velocity`]: velocity models (1-D layered, constant gradient, 3-D grid).
-//! - `pinn` (feature `train`): the offline eikonal-network trainer (burn).
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
@@ -25,7 +24,5 @@ pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod inventory;
-#[cfg(feature = "train")]
-pub mod pinn;
 pub mod traveltime;
 pub mod velocity;

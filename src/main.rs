@@ -15,9 +15,6 @@ struct Cli {
 enum Command {
     /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
     Traveltime(cmd::traveltime::Args),
-    /// Train the eikonal traveltime network for a region (needs `--features train`).
-    #[cfg(feature = "train")]
-    Train(cmd::train::Args),
     /// Inspect trained traveltime networks (`model check DIR`).
     Model(cmd::model::Args),
 }
@@ -26,8 +23,6 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Traveltime(a) => cmd::traveltime::run(a),
-        #[cfg(feature = "train")]
-        Command::Train(a) => cmd::train::run(a),
         Command::Model(a) => cmd::model::run(a),
     };
     match result {
