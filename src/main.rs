@@ -21,6 +21,8 @@ enum Command {
     SeedlinkPick(cmd::seedlink_pick::Args),
     /// Write synthetic miniSEED waveforms (P and S pulses plus noise) and their true onsets.
     SynthWaveforms(cmd::seedlink_synth::Args),
+    /// Inspect trained traveltime networks (`model check DIR`).
+    Model(cmd::model::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +32,7 @@ fn main() -> std::process::ExitCode {
         Command::SeedlinkServe(a) => cmd::seedlink_serve::run(a),
         Command::SeedlinkPick(a) => cmd::seedlink_pick::run(a),
         Command::SynthWaveforms(a) => cmd::seedlink_synth::run(a),
+        Command::Model(a) => cmd::model::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

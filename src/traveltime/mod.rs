@@ -8,10 +8,13 @@ pub mod analytic;
 pub mod eikonal;
 pub mod grid;
 pub mod layered_exact;
+pub mod pinn;
+pub mod pinn_check;
 
 pub use analytic::AnalyticModel;
 pub use grid::{GridTraveltime, GridTraveltimeConfig, RadialTime};
 pub use layered_exact::{ArrivalPath, LayeredExact, RadialArrival};
+pub use pinn::PinnModel;
 
 use crate::domain::{LocalPoint, Phase};
 use thiserror::Error;
