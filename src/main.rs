@@ -5,7 +5,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "eikoloc", version, about = "Real-time earthquake location with eikonal PINN traveltimes and SVGD posteriors")]
+#[command(
+    name = "eikoloc",
+    version,
+    about = "Real-time earthquake location with eikonal PINN traveltimes and SVGD posteriors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -47,7 +47,10 @@ impl LayeredModel {
                 return bad("non-finite value".into());
             }
             if l.vp_km_s <= 0.0 || l.vs_km_s <= 0.0 {
-                return bad(format!("velocities must be positive (vp {}, vs {})", l.vp_km_s, l.vs_km_s));
+                return bad(format!(
+                    "velocities must be positive (vp {}, vs {})",
+                    l.vp_km_s, l.vs_km_s
+                ));
             }
             if l.vs_km_s >= l.vp_km_s {
                 return bad(format!("vs {} >= vp {}", l.vs_km_s, l.vp_km_s));
@@ -65,8 +68,13 @@ impl LayeredModel {
 
     /// Hadley & Kanamori (1977) southern California model, Vp/Vs 1.73: the bundled default.
     pub fn hadley_kanamori() -> Self {
-        let l = |z: f64, vp: f64| Layer { depth_top_km: z, vp_km_s: vp, vs_km_s: vp / 1.73 };
-        Self::new(vec![l(0.0, 5.5), l(5.5, 6.3), l(16.0, 6.7), l(32.0, 7.8)]).expect("valid constant model")
+        let l = |z: f64, vp: f64| Layer {
+            depth_top_km: z,
+            vp_km_s: vp,
+            vs_km_s: vp / 1.73,
+        };
+        Self::new(vec![l(0.0, 5.5), l(5.5, 6.3), l(16.0, 6.7), l(32.0, 7.8)])
+            .expect("valid constant model")
     }
 
     /// The layers, top first.
@@ -88,11 +96,19 @@ impl LayeredModel {
     /// an error so a mislabelled file is not silently misread).
     pub fn from_csv_path(path: &Path) -> Result<Self, VelocityError> {
         let file = path.to_path_buf();
-        let text = std::fs::read_to_string(path).map_err(|source| VelocityError::Io { file: file.clone(), source })?;
-        let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let text = std::fs::read_to_string(path).map_err(|source| VelocityError::Io {
+            file: file.clone(),
+            source,
+        })?;
+        let mut rdr = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
         let headers = rdr
             .headers()
-            .map_err(|e| VelocityError::File { file: file.clone(), message: format!("bad header: {e}") })?
+            .map_err(|e| VelocityError::File {
+                file: file.clone(),
+                message: format!("bad header: {e}"),
+            })?
             .clone();
         let expected = ["depth_top_km", "vp_km_s", "vs_km_s"];
         for (i, h) in headers.iter().enumerate() {
@@ -101,17 +117,28 @@ impl LayeredModel {
                     file,
                     line: 1,
                     field: h.to_string(),
-                    message: format!("unknown or misplaced column; expected header {}", expected.join(",")),
+                    message: format!(
+                        "unknown or misplaced column; expected header {}",
+                        expected.join(",")
+                    ),
                 });
             }
         }
         if headers.len() != 3 {
-            return Err(VelocityError::File { file, message: format!("expected header {}", expected.join(",")) });
+            return Err(VelocityError::File {
+                file,
+                message: format!("expected header {}", expected.join(",")),
+            });
         }
         let mut layers = Vec::new();
         for (row, rec) in rdr.records().enumerate() {
             let line = row + 2;
-            let rec = rec.map_err(|e| VelocityError::Field { file: file.clone(), line, field: String::new(), message: e.to_string() })?;
+            let rec = rec.map_err(|e| VelocityError::Field {
+                file: file.clone(),
+                line,
+                field: String::new(),
+                message: e.to_string(),
+            })?;
             let mut vals = [0.0f64; 3];
             for (k, name) in expected.iter().enumerate() {
                 let s = rec.get(k).unwrap_or("");
@@ -122,29 +149,61 @@ impl LayeredModel {
                     message: format!("{s:?} is not a number"),
                 })?;
                 if !v.is_finite() {
-                    return Err(VelocityError::Field { file: file.clone(), line, field: name.to_string(), message: format!("{s:?} is not finite") });
+                    return Err(VelocityError::Field {
+                        file: file.clone(),
+                        line,
+                        field: name.to_string(),
+                        message: format!("{s:?} is not finite"),
+                    });
                 }
                 vals[k] = v;
             }
-            let field_err = |field: &str, message: String| VelocityError::Field { file: file.clone(), line, field: field.into(), message };
+            let field_err = |field: &str, message: String| VelocityError::Field {
+                file: file.clone(),
+                line,
+                field: field.into(),
+                message,
+            };
             if vals[1] <= 0.0 {
-                return Err(field_err("vp_km_s", format!("{} must be positive", vals[1])));
+                return Err(field_err(
+                    "vp_km_s",
+                    format!("{} must be positive", vals[1]),
+                ));
             }
             if vals[2] <= 0.0 {
-                return Err(field_err("vs_km_s", format!("{} must be positive", vals[2])));
+                return Err(field_err(
+                    "vs_km_s",
+                    format!("{} must be positive", vals[2]),
+                ));
             }
             if vals[2] >= vals[1] {
-                return Err(field_err("vs_km_s", format!("vs {} must be below vp {}", vals[2], vals[1])));
+                return Err(field_err(
+                    "vs_km_s",
+                    format!("vs {} must be below vp {}", vals[2], vals[1]),
+                ));
             }
             if let Some(prev) = layers.last().map(|l: &Layer| l.depth_top_km) {
                 if vals[0] <= prev {
-                    return Err(field_err("depth_top_km", format!("{} is not greater than the previous layer top {prev}", vals[0])));
+                    return Err(field_err(
+                        "depth_top_km",
+                        format!(
+                            "{} is not greater than the previous layer top {prev}",
+                            vals[0]
+                        ),
+                    ));
                 }
             }
-            layers.push(Layer { depth_top_km: vals[0], vp_km_s: vals[1], vs_km_s: vals[2] });
+            layers.push(Layer {
+                depth_top_km: vals[0],
+                vp_km_s: vals[1],
+                vs_km_s: vals[2],
+            });
         }
         if layers.is_empty() {
-            return Err(VelocityError::File { file, message: "no layers".into() });
+            return Err(VelocityError::File {
+                file,
+                message: "no layers".into(),
+            });
         }
         Self::new(layers)
     }
