@@ -3,17 +3,29 @@
 //!
 //! # Layout
 //!
+//! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
+//!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
 //! - [`velocity`]: velocity models (1-D layered, constant gradient, 3-D grid).
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
 //! - [`locate`]: the Bayesian locator (robust likelihood, first estimate, SVGD, summary).
 //! - [`synth`]: synthetic events and picks with known truth.
+//! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
+//! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
+//!   resolved (stations and velocity loaded, local frame, model box).
+//!
+//! Outside `src/`: `station-configs/` (one folder per region; `demo/` is the bundled default),
+//! `trained-models/` (trained networks), `deploy/` (operations files), `tests/` (integration
+//! tests; external data is read by path from `../shared/data`).
 //!
 //! Frames and units: local Cartesian km (x east, y north, z depth below sea level, positive
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
+pub mod catalog;
+pub mod config;
 pub mod domain;
+pub mod inventory;
 pub mod locate;
 pub mod synth;
 pub mod traveltime;

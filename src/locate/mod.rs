@@ -8,6 +8,7 @@
 
 pub mod calibration;
 pub mod estimate;
+pub mod event;
 pub mod likelihood;
 pub mod summary;
 pub mod svgd;
