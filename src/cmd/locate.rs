@@ -14,8 +14,8 @@ use eikoloc::catalog::csv::{read_picks_file, PicksCsvOptions};
 use eikoloc::config::ResolvedStationConfig;
 use eikoloc::domain::{format_utc, GeoPoint, LocalFrame, LocalPoint, StationInventory};
 use eikoloc::locate::event::{locate_picks, EventOutcome};
-use eikoloc::locate::{LikelihoodKind, LocateConfig, OriginTimeMode, SearchBox};
-use eikoloc::traveltime::TraveltimeModel;
+use eikoloc::locate::{LikelihoodKind, LocateConfig, OriginTimeMode, RadialTableModel, SearchBox, TableGrid};
+use eikoloc::traveltime::{Receiver, TraveltimeModel};
 use eikoloc::velocity::{GradientModel, LayeredModel};
 
 /// Arguments of `eikoloc locate`.
@@ -79,6 +79,15 @@ pub struct Args {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Skip the radial traveltime table (evaluate the model directly; slower).
+    #[arg(long)]
+    pub no_table: bool,
+    /// Table distance spacing, km.
+    #[arg(long, default_value_t = 0.5)]
+    pub table_dr: f64,
+    /// Table depth spacing, km.
+    #[arg(long, default_value_t = 0.25)]
+    pub table_dz: f64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -255,6 +264,32 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
         }
     }
+    let model: Arc<dyn TraveltimeModel> = if a.no_table {
+        model
+    } else {
+        // 1-D models (all engines here) are cylindrically symmetric: tabulate once per
+        // (phase, station depth) for the stations that have picks
+        let mut receivers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for ev in &report.records {
+            for p in &ev.picks {
+                if let Some(i) = s.inventory.position(&p.station.network, &p.station.station) {
+                    if seen.insert((i, p.phase)) {
+                        receivers.push(Receiver { phase: p.phase, position: s.positions[i] });
+                    }
+                }
+            }
+        }
+        let b = &s.bbox;
+        let r_max = s.positions.iter().flat_map(|p| [(b.x_min_km, b.y_min_km), (b.x_min_km, b.y_max_km), (b.x_max_km, b.y_min_km), (b.x_max_km, b.y_max_km)].map(|(x, y)| (x - p.x_km).hypot(y - p.y_km))).fold(0.0, f64::max);
+        let grid = TableGrid { r_max_km: r_max.min(400.0), dr_km: a.table_dr, z_min_km: b.z_min_km, z_max_km: b.z_max_km, dz_km: a.table_dz };
+        let t = std::time::Instant::now();
+        let tab = RadialTableModel::build(model, grid, &receivers)?;
+        if !a.quiet {
+            eprintln!("traveltime table: {} receivers, {:.1} s to build", receivers.len(), t.elapsed().as_secs_f64());
+        }
+        Arc::new(tab)
+    };
     let config = LocateConfig {
         likelihood: a.likelihood,
         origin_time: a.origin_time,

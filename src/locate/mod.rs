@@ -12,9 +12,11 @@ pub mod event;
 pub mod likelihood;
 pub mod summary;
 pub mod svgd;
+pub mod table;
 
 pub use likelihood::{LikelihoodKind, OriginTimeMode};
 pub use summary::{summarize, ArrivalInput, EventSummary};
+pub use table::{RadialTableModel, TableGrid};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
