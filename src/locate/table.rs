@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::domain::{LocalPoint, Phase};
-use crate::traveltime::{radial_to_cartesian, Receiver, TimeAndGradient, TraveltimeError, TraveltimeModel};
+use crate::traveltime::{Receiver, TimeAndGradient, TraveltimeError, TraveltimeModel};
 
 /// Grid of one (phase, receiver depth) table.
 #[derive(Debug, Clone)]
@@ -113,6 +113,7 @@ impl RadialTableModel {
         self.grid
     }
 
+    #[inline]
     fn lookup(&self, t: &Table, r: f64, zs: f64) -> Option<(f64, f64, f64)> {
         let g = &self.grid;
         let (nr, nz) = (g.nr(), g.nz());
@@ -144,16 +145,23 @@ impl RadialTableModel {
         Some((v, vr / g.dr_km, vz / g.dz_km))
     }
 
+    #[inline]
+    fn eval_table(&self, t: &Table, s: LocalPoint, r: LocalPoint) -> Option<TimeAndGradient> {
+        // sqrt, not hypot: hypot's overflow care costs more than the whole interpolation
+        let (dx, dy) = (s.x_km - r.x_km, s.y_km - r.y_km);
+        let rh = (dx * dx + dy * dy).sqrt();
+        let (tau, dtr, dtz) = self.lookup(t, rh, s.z_km)?;
+        let dzz = s.z_km - t.zr_km;
+        let d = (rh * rh + dzz * dzz).sqrt();
+        let time = d * tau;
+        let (dr, dz) = if d > 1e-12 { (rh / d * tau + d * dtr, dzz / d * tau + d * dtz) } else { (0.0, 0.0) };
+        let (ux, uy) = if rh > 1e-12 { (dx / rh, dy / rh) } else { (0.0, 0.0) };
+        Some(TimeAndGradient { t_s: time, grad_s_per_km: [dr * ux, dr * uy, dz] })
+    }
+
     fn eval(&self, phase: Phase, s: LocalPoint, r: LocalPoint) -> Result<TimeAndGradient, TraveltimeError> {
-        if let Some(t) = self.tables.get(&(phase, depth_key(r.z_km))) {
-            let rh = s.horizontal_distance_km(&r);
-            if let Some((tau, dtr, dtz)) = self.lookup(t, rh, s.z_km) {
-                let dzz = s.z_km - t.zr_km;
-                let d = rh.hypot(dzz);
-                let time = d * tau;
-                let (dr, dz) = if d > 1e-12 { (rh / d * tau + d * dtr, dzz / d * tau + d * dtz) } else { (0.0, 0.0) };
-                return Ok(radial_to_cartesian(time, dr, dz, s, r));
-            }
+        if let Some(v) = self.tables.get(&(phase, depth_key(r.z_km))).and_then(|t| self.eval_table(t, s, r)) {
+            return Ok(v);
         }
         self.inner.traveltime_and_gradient(phase, s, r)
     }
@@ -173,9 +181,14 @@ impl TraveltimeModel for RadialTableModel {
         if out.len() != sources.len() * receivers.len() {
             return Err(TraveltimeError::Other("output buffer size".into()));
         }
+        // resolve each receiver's table once per batch, not once per pair
+        let tabs: Vec<Option<&Table>> = receivers.iter().map(|r| self.tables.get(&(r.phase, depth_key(r.position.z_km)))).collect();
         for (i, s) in sources.iter().enumerate() {
             for (j, r) in receivers.iter().enumerate() {
-                out[i * receivers.len() + j] = self.eval(r.phase, *s, r.position)?;
+                out[i * receivers.len() + j] = match tabs[j].and_then(|t| self.eval_table(t, *s, r.position)) {
+                    Some(v) => v,
+                    None => self.inner.traveltime_and_gradient(r.phase, *s, r.position)?,
+                };
             }
         }
         Ok(())
