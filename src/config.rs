@@ -52,7 +52,7 @@ pub enum ConfigError {
     #[error("{file}: key \"stations\": {source}")]
     Stations {
         file: PathBuf,
-        source: InventoryError,
+        source: Box<InventoryError>,
     },
     /// The velocity file named by key `velocity` is unreadable or invalid.
     #[error("{file}: key \"velocity\": {source}")]
@@ -216,7 +216,7 @@ impl StationConfig {
         let inventory =
             inventory::read_path(&stations_file).map_err(|source| ConfigError::Stations {
                 file: file.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let velocity_file = dir.join(&self.velocity);
         let velocity = LayeredModel::from_csv_path(&velocity_file).map_err(|source| {

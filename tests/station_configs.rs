@@ -23,16 +23,19 @@ fn every_station_config_loads() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "demo",
-            "hypodd_calaveras",
-            "hypodd_parkfield",
-            "nlloc_alaska",
-            "ridgecrest"
-        ]
-    );
+    // the bundled ones must be there; configs added later are loaded by the same loop
+    for bundled in [
+        "demo",
+        "hypodd_calaveras",
+        "hypodd_parkfield",
+        "nlloc_alaska",
+        "ridgecrest",
+    ] {
+        assert!(
+            names.iter().any(|n| n == bundled),
+            "station-configs/{bundled} missing"
+        );
+    }
     for name in &names {
         let c = load(name);
         assert_eq!(&c.name, name);
@@ -47,10 +50,6 @@ fn every_station_config_loads() {
             );
             assert!((p.z_km + s.elevation_m / 1000.0).abs() < 1e-12);
         }
-        assert!(
-            c.model_dir.is_some(),
-            "{name}: every bundled config names a model folder"
-        );
     }
 }
 

@@ -190,10 +190,7 @@ pub fn traveltime_model(
         bail!("--model {}: the trained-network evaluator is not part of this build yet; use --traveltime exact", m.display());
     }
     match traveltime.unwrap_or("exact") {
-        "exact" => {
-            let _ = velocity;
-            bail!("--traveltime exact: the exact 1-D layered solver is not merged into this build yet")
-        }
+        "exact" => Ok(Arc::new(eikoloc::traveltime::LayeredExact::new(velocity.clone()))),
         s if s.starts_with("gradient:") => {
             let v: Vec<f64> = s["gradient:".len()..]
                 .split(',')

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::domain::{Station, StationCode, StationInventory};
+use crate::domain::{Station, StationInventory};
 
 pub use self::csv::{read_csv_path, read_csv_str};
 pub use self::stationxml::{read_stationxml_path, read_stationxml_str};
@@ -57,7 +57,8 @@ pub enum InventoryError {
     Duplicate {
         file: PathBuf,
         location: String,
-        code: StationCode,
+        /// `NET.STA` of the duplicate.
+        code: String,
         first: String,
     },
     /// The file holds no station.
@@ -128,7 +129,7 @@ pub(crate) fn finish(
             return Err(InventoryError::Duplicate {
                 file: file.to_path_buf(),
                 location: r.location.clone(),
-                code: r.station.code.clone(),
+                code: r.station.code.to_string(),
                 first: first.clone(),
             });
         }
@@ -139,7 +140,7 @@ pub(crate) fn finish(
     StationInventory::new(stations).map_err(|code| InventoryError::Duplicate {
         file: file.to_path_buf(),
         location: String::new(),
-        code,
+        code: code.to_string(),
         first: String::new(),
     })
 }

@@ -78,7 +78,7 @@ pub fn read_stationxml_str(text: &str, file: &Path) -> Result<StationInventory, 
                         return Err(InventoryError::Duplicate {
                             file: file.to_path_buf(),
                             location: new.location,
-                            code: new.station.code,
+                            code: new.station.code.to_string(),
                             first: raw[i].location.clone(),
                         });
                     }

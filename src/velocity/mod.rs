@@ -7,7 +7,7 @@ pub mod gradient;
 pub mod layered;
 
 pub use gradient::GradientModel;
-pub use layered::{Layer, LayeredModel};
+pub use layered::{load_layered, Layer, LayeredModel};
 
 use crate::domain::Phase;
 use std::path::PathBuf;
@@ -17,17 +17,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum VelocityError {
     #[error("{file}: cannot read: {source}")]
-    Io {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Io { file: PathBuf, source: std::io::Error },
     #[error("{file}:{line}: field {field:?}: {message}")]
-    Field {
-        file: PathBuf,
-        line: usize,
-        field: String,
-        message: String,
-    },
+    Field { file: PathBuf, line: usize, field: String, message: String },
     #[error("{file}: {message}")]
     File { file: PathBuf, message: String },
     #[error("invalid velocity model: {0}")]
