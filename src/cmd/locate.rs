@@ -14,7 +14,9 @@ use eikoloc::catalog::csv::{read_picks_file, PicksCsvOptions};
 use eikoloc::config::ResolvedStationConfig;
 use eikoloc::domain::{format_utc, GeoPoint, LocalFrame, LocalPoint, StationInventory};
 use eikoloc::locate::event::{locate_picks, EventOutcome};
-use eikoloc::locate::{LikelihoodKind, LocateConfig, OriginTimeMode, RadialTableModel, SearchBox, TableGrid};
+use eikoloc::locate::{
+    LikelihoodKind, LocateConfig, OriginTimeMode, RadialTableModel, SearchBox, TableGrid,
+};
 use eikoloc::traveltime::{Receiver, TraveltimeModel};
 use eikoloc::velocity::{GradientModel, LayeredModel};
 
@@ -190,7 +192,9 @@ pub fn traveltime_model(
         bail!("--model {}: the trained-network evaluator is not part of this build yet; use --traveltime exact", m.display());
     }
     match traveltime.unwrap_or("exact") {
-        "exact" => Ok(Arc::new(eikoloc::traveltime::LayeredExact::new(velocity.clone()))),
+        "exact" => Ok(Arc::new(eikoloc::traveltime::LayeredExact::new(
+            velocity.clone(),
+        ))),
         s if s.starts_with("gradient:") => {
             let v: Vec<f64> = s["gradient:".len()..]
                 .split(',')
@@ -272,18 +276,43 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             for p in &ev.picks {
                 if let Some(i) = s.inventory.position(&p.station.network, &p.station.station) {
                     if seen.insert((i, p.phase)) {
-                        receivers.push(Receiver { phase: p.phase, position: s.positions[i] });
+                        receivers.push(Receiver {
+                            phase: p.phase,
+                            position: s.positions[i],
+                        });
                     }
                 }
             }
         }
         let b = &s.bbox;
-        let r_max = s.positions.iter().flat_map(|p| [(b.x_min_km, b.y_min_km), (b.x_min_km, b.y_max_km), (b.x_max_km, b.y_min_km), (b.x_max_km, b.y_max_km)].map(|(x, y)| (x - p.x_km).hypot(y - p.y_km))).fold(0.0, f64::max);
-        let grid = TableGrid { r_max_km: r_max.min(400.0), dr_km: a.table_dr, z_min_km: b.z_min_km, z_max_km: b.z_max_km, dz_km: a.table_dz };
+        let r_max = s
+            .positions
+            .iter()
+            .flat_map(|p| {
+                [
+                    (b.x_min_km, b.y_min_km),
+                    (b.x_min_km, b.y_max_km),
+                    (b.x_max_km, b.y_min_km),
+                    (b.x_max_km, b.y_max_km),
+                ]
+                .map(|(x, y)| (x - p.x_km).hypot(y - p.y_km))
+            })
+            .fold(0.0, f64::max);
+        let grid = TableGrid {
+            r_max_km: r_max.min(400.0),
+            dr_km: a.table_dr,
+            z_min_km: b.z_min_km,
+            z_max_km: b.z_max_km,
+            dz_km: a.table_dz,
+        };
         let t = std::time::Instant::now();
         let tab = RadialTableModel::build(model, grid, &receivers)?;
         if !a.quiet {
-            eprintln!("traveltime table: {} receivers, {:.1} s to build", receivers.len(), t.elapsed().as_secs_f64());
+            eprintln!(
+                "traveltime table: {} receivers, {:.1} s to build",
+                receivers.len(),
+                t.elapsed().as_secs_f64()
+            );
         }
         Arc::new(tab)
     };
