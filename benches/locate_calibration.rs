@@ -66,18 +66,8 @@ fn main() {
         "{n} events, {npicks:.1} picks per event on average, Laplace noise 0.05 s P / 0.10 s S"
     );
     println!(
-        "{:<34} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>8} {:>8} {:>6}  {}",
-        "config",
-        "h68",
-        "h95",
-        "z68",
-        "z95",
-        "medH_km",
-        "medZ_km",
-        "t50_ms",
-        "t90_ms",
-        "iters",
-        "gaussian h68/h95/z68/z95"
+        "{:<34} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>8} {:>8} {:>6}  gaussian h68/h95/z68/z95",
+        "config", "h68", "h95", "z68", "z95", "medH_km", "medZ_km", "t50_ms", "t90_ms", "iters"
     );
     let base = LocateConfig::default();
     let mut configs: Vec<(String, LocateConfig)> = Vec::new();

@@ -220,7 +220,7 @@ pub fn first_estimate(
         hreg[(k, k)] += 1.0 / (0.25 * extent[k]).powi(2);
     }
     hreg[(3, 3)] += 1e-6;
-    let inv = hreg.try_inverse().unwrap_or_else(|| Matrix4::identity());
+    let inv = hreg.try_inverse().unwrap_or_else(Matrix4::identity);
     let mut c = Matrix3::<f64>::zeros();
     for i in 0..3 {
         for j in 0..3 {

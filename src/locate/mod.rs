@@ -6,12 +6,21 @@
 //! Frame: local km (x east, y north, z depth below sea level, positive down); times are
 //! seconds after an event reference time chosen by the caller (e.g. its first pick).
 
+// Loops over the three coordinates index several arrays at once, which iterators would hide;
+// the per-event result tuples are local to one function.
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod calibration;
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod estimate;
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod event;
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod likelihood;
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod summary;
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod svgd;
+#[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod table;
 
 pub use likelihood::{LikelihoodKind, OriginTimeMode};
