@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`compare`]: match two catalogs, measure their differences and coverage, draw SVG figures.
 //! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
 //!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
@@ -21,6 +22,7 @@
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
 pub mod catalog;
+pub mod compare;
 pub mod config;
 pub mod domain;
 pub mod inventory;

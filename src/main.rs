@@ -5,7 +5,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "eikoloc", version, about = "Real-time earthquake location with eikonal PINN traveltimes and SVGD posteriors")]
+#[command(
+    name = "eikoloc",
+    version,
+    about = "Real-time earthquake location with eikonal PINN traveltimes and SVGD posteriors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Match a catalog to a reference: differences, missed/extra events, coverage, SVG figures.
+    Compare(cmd::compare::Args),
     /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
     Traveltime(cmd::traveltime::Args),
 }
@@ -20,6 +26,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Compare(a) => cmd::compare::run(a),
         Command::Traveltime(a) => cmd::traveltime::run(a),
     };
     match result {
