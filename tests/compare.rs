@@ -510,3 +510,62 @@ fn cli_prints_json_and_writes_figures() {
         "{err}"
     );
 }
+
+#[test]
+fn quakeml_catalogs_are_read_with_their_regions() {
+    use eikoloc::domain::{Event, Origin, OriginUncertainty};
+    let reference = reference_events();
+    let e95 = HorizontalEllipse {
+        major_km: 2.0,
+        minor_km: 1.0,
+        azimuth_deg: 0.0,
+    };
+    let events: Vec<Event> = reference[..3]
+        .iter()
+        .map(|h| {
+            let shifted = moved(h, &h.event_id, 0.0, 1.5, 0.0, 0.0);
+            let origin = Origin {
+                id: format!("{}/1", h.event_id),
+                time: shifted.origin_time,
+                time_sigma_s: 0.05,
+                lat_deg: shifted.lat_deg,
+                lon_deg: shifted.lon_deg,
+                depth_km: shifted.depth_km,
+                uncertainty: OriginUncertainty {
+                    horizontal_95: e95,
+                    depth_95_km: 0.8,
+                    ..OriginUncertainty::default()
+                },
+                rms_s: 0.1,
+                gap_deg: 80.0,
+                min_distance_km: 5.0,
+                arrivals: vec![],
+                version: 1,
+                is_final: true,
+            };
+            Event {
+                id: h.event_id.clone(),
+                picks: vec![],
+                origins: vec![origin],
+                preferred_origin: Some(0),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cat.xml");
+    std::fs::write(&path, eikoloc::catalog::quakeml::to_quakeml(&events)).unwrap();
+    let cat = read_hypocentres_file(&path).unwrap();
+    assert_eq!(cat.len(), 3);
+    let e = cat[0].h95.expect("95 % ellipse from QuakeML");
+    assert!(
+        (e.major_km - 2.0).abs() < 1e-6 && (e.minor_km - 1.0).abs() < 1e-6,
+        "{e:?}"
+    );
+    let c = compare(&reference, &cat, &MatchOptions::default()).unwrap();
+    assert_eq!(c.pairs.len(), 3);
+    assert!((c.horizontal_km.median - 1.5).abs() < 1e-4);
+    // 1.5 km north, along the 2 km major axis: inside; depth unchanged: inside.
+    let cov = c.coverage_h95.unwrap();
+    assert_eq!((cov.n, cov.inside), (3, 3));
+    assert_eq!(c.coverage_z95.unwrap().inside, 3);
+}

@@ -704,3 +704,52 @@ pub fn format_report(c: &Comparison) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_between_order_statistics() {
+        let s = Summary::of(&[4.0, 1.0, 3.0, 2.0, f64::NAN]);
+        assert_eq!(s.n, 4);
+        assert!((s.median - 2.5).abs() < 1e-12);
+        // position 0.9 * 3 = 2.7 -> 3 + 0.7 * (4 - 3)
+        assert!((s.p90 - 3.7).abs() < 1e-12);
+        assert!((s.mean - 2.5).abs() < 1e-12);
+        assert_eq!(s.max, 4.0);
+        assert!(Summary::of(&[]).median.is_nan());
+    }
+
+    #[test]
+    fn covariance_ellipse_has_the_eigen_axes() {
+        // sigma 2 km along N30E, 1 km across: C = 4 u u^T + v v^T in (east, north).
+        let th = 30f64.to_radians();
+        let u = (th.sin(), th.cos());
+        let v = (th.cos(), -th.sin());
+        let cxx = 4.0 * u.0 * u.0 + v.0 * v.0;
+        let cxy = 4.0 * u.0 * u.1 + v.0 * v.1;
+        let cyy = 4.0 * u.1 * u.1 + v.1 * v.1;
+        let e = ellipse_from_covariance(cxx, cxy, cyy, CHI2_2D_95).unwrap();
+        assert!((e.major_km - 2.0 * CHI2_2D_95.sqrt()).abs() < 1e-9, "{e:?}");
+        assert!((e.minor_km - CHI2_2D_95.sqrt()).abs() < 1e-9, "{e:?}");
+        assert!((e.azimuth_deg - 30.0).abs() < 1e-9, "{e:?}");
+        // chi-square quantiles: P(chi2_2 <= q) = 1 - exp(-q/2)
+        assert!((1.0 - (-CHI2_2D_95 / 2.0).exp() - 0.95).abs() < 1e-12);
+        assert!((1.0 - (-CHI2_2D_68 / 2.0).exp() - 0.682_689_492).abs() < 1e-8);
+    }
+
+    #[test]
+    fn radius_ratio_follows_the_axes() {
+        let e = HorizontalEllipse {
+            major_km: 2.0,
+            minor_km: 1.0,
+            azimuth_deg: 120.0,
+        };
+        assert!((ellipse_radius_ratio(&e, 2.0, 120.0) - 1.0).abs() < 1e-12);
+        assert!((ellipse_radius_ratio(&e, 2.0, 300.0) - 1.0).abs() < 1e-12);
+        assert!((ellipse_radius_ratio(&e, 1.0, 30.0) - 1.0).abs() < 1e-12);
+        assert!(ellipse_radius_ratio(&e, 1.5, 30.0) > 1.0);
+        assert_eq!(ellipse_radius_ratio(&e, 0.0, 0.0), 0.0);
+    }
+}
