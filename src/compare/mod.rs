@@ -147,21 +147,13 @@ fn ellipse_from_covariance(cxx: f64, cxy: f64, cyy: f64, chi2: f64) -> Option<Ho
 
 impl From<&ReferenceHypocentre> for Hypocentre {
     /// Confidence regions from the reference columns: a full covariance (NonLinLoc) gives
-    /// the 68 % and 95 % ellipses and depth intervals; hypoDD's east/north/down standard
-    /// errors give axis-aligned ones. Hypoinverse `erh`/`erz` are not converted: their
-    /// confidence level is not defined by the format.
+    /// the 68 % and 95 % ellipses and depth intervals. hypoDD's `ex_m,ey_m,ez_m` are not
+    /// converted: they are relative (cluster-internal) errors, so regions built from them
+    /// would say nothing about absolute coverage; nor are Hypoinverse `erh`/`erz`, whose
+    /// confidence level the format does not define.
     fn from(r: &ReferenceHypocentre) -> Self {
         let mut h = Hypocentre::new(&r.event_id, r.origin_time, r.lat_deg, r.lon_deg, r.depth_km);
-        let cov = r.covariance_km2.or_else(|| {
-            r.sigma_xyz_km.map(|[sx, sy, sz]| {
-                [
-                    [sx * sx, 0.0, 0.0],
-                    [0.0, sy * sy, 0.0],
-                    [0.0, 0.0, sz * sz],
-                ]
-            })
-        });
-        if let Some(c) = cov {
+        if let Some(c) = r.covariance_km2 {
             h.h95 = ellipse_from_covariance(c[0][0], c[0][1], c[1][1], CHI2_2D_95);
             h.h68 = ellipse_from_covariance(c[0][0], c[0][1], c[1][1], CHI2_2D_68);
             let sz = c[2][2].sqrt();
@@ -685,7 +677,9 @@ pub fn format_report(c: &Comparison) -> String {
         ("68 % horizontal ellipse", c.coverage_h68),
         ("68 % depth interval", c.coverage_z68),
     ];
-    if cov.iter().any(|(_, v)| v.is_some()) {
+    if cov.iter().all(|(_, v)| v.is_none()) {
+        let _ = writeln!(s, "coverage: the catalog reports no confidence regions");
+    } else {
         let _ = writeln!(
             s,
             "coverage of the catalog's regions (meaningful when the reference is truth):"
