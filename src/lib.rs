@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`associate`]: streaming phase association (picks in, candidate events out).
 //! - [`compare`]: match two catalogs, measure their differences and coverage, draw SVG figures.
 //! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
 //!   Hypoinverse): sniff, read (good records plus per-record problems), write.
@@ -11,6 +12,10 @@
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
+//! - [`waveform`]: miniSEED 2 records in and out (miniseed-rs), traces, synthetic seismograms.
+//! - [`picker`]: streaming STA/LTA + AIC picker, P on verticals and S on horizontals.
+//! - [`ingest`]: pick sources; [`ingest::seedlink`] holds the SeedLink v3 protocol, client,
+//!   playback server and the client -> picker -> picks pipeline.
 //! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
 //!   resolved (stations and velocity loaded, local frame, model box).
 //!
@@ -21,10 +26,14 @@
 //! Frames and units: local Cartesian km (x east, y north, z depth below sea level, positive
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
+pub mod associate;
 pub mod catalog;
 pub mod compare;
 pub mod config;
 pub mod domain;
+pub mod ingest;
 pub mod inventory;
+pub mod picker;
 pub mod traveltime;
 pub mod velocity;
+pub mod waveform;

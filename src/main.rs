@@ -21,6 +21,12 @@ enum Command {
     Compare(cmd::compare::Args),
     /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
     Traveltime(cmd::traveltime::Args),
+    /// Serve a miniSEED archive over SeedLink v3 (real-time or accelerated playback).
+    SeedlinkServe(cmd::seedlink_serve::Args),
+    /// Read waveforms from a SeedLink server, pick P and S, print picks as CSV.
+    SeedlinkPick(cmd::seedlink_pick::Args),
+    /// Write synthetic miniSEED waveforms (P and S pulses plus noise) and their true onsets.
+    SynthWaveforms(cmd::seedlink_synth::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +34,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Compare(a) => cmd::compare::run(a),
         Command::Traveltime(a) => cmd::traveltime::run(a),
+        Command::SeedlinkServe(a) => cmd::seedlink_serve::run(a),
+        Command::SeedlinkPick(a) => cmd::seedlink_pick::run(a),
+        Command::SynthWaveforms(a) => cmd::seedlink_synth::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

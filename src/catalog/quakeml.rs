@@ -455,20 +455,33 @@ impl Node {
     }
 }
 
-fn line_at(text: &str, pos: u64) -> u64 {
-    let end = usize::try_from(pos).unwrap_or(usize::MAX).min(text.len());
-    1 + text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count() as u64
+/// Byte offset -> 1-based line, by binary search over the newline offsets (counting newlines
+/// from the start for every element made reading quadratic in the file size).
+struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        Self(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+    fn line(&self, pos: u64) -> u64 {
+        let pos = usize::try_from(pos).unwrap_or(usize::MAX);
+        1 + self.0.partition_point(|&nl| nl < pos) as u64
+    }
 }
 
 fn parse_tree(text: &str) -> Result<Node, CatalogError> {
+    let lines = LineIndex::new(text);
     let mut reader = NsReader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Node> = vec![Node::default()];
     let malformed = |pos: u64, message: String| CatalogError::Malformed {
-        line: line_at(text, pos),
+        line: lines.line(pos),
         message,
     };
     loop {
@@ -507,7 +520,7 @@ fn parse_tree(text: &str) -> Result<Node, CatalogError> {
                 ext,
                 name,
                 attrs,
-                line: line_at(text, before + skipped),
+                line: lines.line(before + skipped),
                 ..Node::default()
             })
         };
@@ -551,7 +564,7 @@ fn parse_tree(text: &str) -> Result<Node, CatalogError> {
     if stack.len() > 1 {
         let open = &stack[stack.len() - 1];
         return Err(CatalogError::Malformed {
-            line: line_at(text, text.len() as u64),
+            line: lines.line(text.len() as u64),
             message: format!(
                 "truncated XML: <{}> opened on line {} is never closed",
                 open.name, open.line

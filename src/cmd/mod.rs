@@ -2,3 +2,7 @@
 
 pub mod compare;
 pub mod traveltime;
+pub mod seedlink_log;
+pub mod seedlink_pick;
+pub mod seedlink_serve;
+pub mod seedlink_synth;
