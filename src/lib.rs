@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`associate`]: streaming phase association (picks in, candidate events out).
+//! - [`compare`]: match two catalogs, measure their differences and coverage, draw SVG figures.
 //! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
 //!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
@@ -29,6 +30,7 @@
 
 pub mod associate;
 pub mod catalog;
+pub mod compare;
 pub mod config;
 pub mod domain;
 pub mod ingest;

@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Match a catalog to a reference: differences, missed/extra events, coverage, SVG figures.
+    Compare(cmd::compare::Args),
     /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
     Traveltime(cmd::traveltime::Args),
     /// Serve a miniSEED archive over SeedLink v3 (real-time or accelerated playback).
@@ -36,6 +38,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Compare(a) => cmd::compare::run(a),
         Command::Traveltime(a) => cmd::traveltime::run(a),
         Command::SeedlinkServe(a) => cmd::seedlink_serve::run(a),
         Command::SeedlinkPick(a) => cmd::seedlink_pick::run(a),

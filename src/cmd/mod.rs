@@ -3,6 +3,7 @@
 pub mod model;
 pub mod locate;
 pub mod synth;
+pub mod compare;
 pub mod traveltime;
 pub mod seedlink_log;
 pub mod seedlink_pick;
