@@ -654,7 +654,8 @@ impl Associator {
                 // bin_max bounds every count of its bin, so max with an unchanged count is a no-op
                 self.bin_max[s1] = self.bin_max[s1].max(c1);
                 self.bin_max[s2] = self.bin_max[s2].max(c2);
-                if (c1 >= thr && in1 != 0 && r1 <= r_live) || (c2 >= thr && in2 != 0 && r2 <= r_live)
+                if (c1 >= thr && in1 != 0 && r1 <= r_live)
+                    || (c2 >= thr && in2 != 0 && r2 <= r_live)
                 {
                     for (inc, r, c) in [(in1, r1, c1), (in2, r2, c2)] {
                         let k = k_lo + r;
@@ -920,39 +921,7 @@ impl Associator {
         }) {
             return self.merge_into(i, picks, out);
         }
-        // 3b. or whose picks mostly fit an open event's predictions (within twice the tight
-        // tolerance): a split of that event whose first location was rough
-        let mut fit_best: Option<(usize, usize)> = None;
-        for (i, e) in self.open.iter().enumerate() {
-            let n_fit = picks
-                .iter()
-                .filter(|p| self.fits_open(e, p))
-                .count();
-            if 5 * n_fit >= 3 * picks.len() && fit_best.is_none_or(|(b, _)| n_fit > b) {
-                fit_best = Some((n_fit, i));
-            }
-        }
-        if let Some((_, i)) = fit_best {
-            let e = &self.open[i];
-            let fitting: Vec<AssociatedPick> = picks
-                .iter()
-                .filter(|p| self.fits_open(e, p))
-                .copied()
-                .collect();
-            return self.merge_into(i, fitting, out);
-        }
         self.open_event(x, t0, picks, out)
-    }
-
-    /// True when `p` fits open event `e` within twice the tight tolerance and its
-    /// (station, phase) slot is free.
-    fn fits_open(&self, e: &OpenEvent, p: &AssociatedPick) -> bool {
-        let (s, ph) = (p.pick.station, p.pick.phase);
-        if e.taken[2 * s + ph.index()] {
-            return false;
-        }
-        let tt = self.grid.interpolate_at(ph, s, e.hypocentre, &e.weights);
-        (p.pick.time_s - e.origin_time_s - tt).abs() <= 2.0 * self.tolerance(ph, tt)
     }
 
     /// Adds a confirmed candidate's picks to open event `i` (free slots only).
