@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::catalog::{fmt_opt, CatalogError, ReadReport, RecordProblem};
+use crate::catalog::{fmt_opt, format_time_exact, CatalogError, ReadReport, RecordProblem};
 use crate::domain::{
-    format_utc, parse_utc, Event, HorizontalEllipse, Origin, Phase, Pick, StationCode, UtcTime,
+    parse_utc, Event, HorizontalEllipse, Origin, Phase, Pick, StationCode, UtcTime,
 };
 
 /// Picks of one event, in input order.
@@ -22,21 +22,8 @@ pub struct EventPicks {
     pub picks: Vec<Pick>,
 }
 
-/// Options for [`read_picks`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PicksCsvOptions {
-    /// One-sigma pick uncertainty, s, used where the `uncertainty_s` column is absent or empty.
-    pub default_uncertainty_s: f64,
-}
-
-impl Default for PicksCsvOptions {
-    /// 0.1 s: the nominal uncertainty of a weight-1 analyst pick (project convention).
-    fn default() -> Self {
-        Self {
-            default_uncertainty_s: 0.1,
-        }
-    }
-}
+/// Options for [`read_picks`] (the same options every pick reader takes).
+pub use crate::catalog::PickOptions as PicksCsvOptions;
 
 /// Header columns of the picks CSV, in the order [`write_picks`] writes them.
 pub const PICKS_HEADER: [&str; 7] = [
@@ -343,16 +330,6 @@ pub fn read_picks_file(
         source,
     })?;
     read_picks(std::io::BufReader::new(f), options).map_err(|e| e.in_file(path))
-}
-
-/// ISO-8601 UTC with microseconds, or nanoseconds when the time has sub-microsecond digits
-/// (so that writing then reading gives back the same instant).
-pub(crate) fn format_time_exact(t: &UtcTime) -> String {
-    if chrono::Timelike::nanosecond(t) % 1000 == 0 {
-        format_utc(t)
-    } else {
-        t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
-    }
 }
 
 /// Writes picks in the form [`read_picks`] reads, header [`PICKS_HEADER`]; uncertainties in

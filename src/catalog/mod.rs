@@ -2,6 +2,8 @@
 //!
 //! - [`csv`]: the neutral picks CSV of `../shared/data`, the locator's catalog CSV and the
 //!   reference catalogs shipped with the data sets.
+//! - [`quakeml`]: QuakeML 1.2 BED events, picks, origins and arrivals.
+//! - [`nlloc`]: NonLinLoc NLLOC_OBS phase files and the `.hyp` summary of one origin.
 //!
 //! Readers never stop at one bad record: they return the good records plus one
 //! [`RecordProblem`] per rejected record (line, field, reason) in a [`ReadReport`], and fail
@@ -9,10 +11,14 @@
 //! missing header or required column, truncated XML).
 
 pub mod csv;
+pub mod nlloc;
+pub mod quakeml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+
+use crate::domain::{format_utc, UtcTime};
 
 /// A structural failure: the input as a whole cannot be read.
 #[derive(Debug, Error)]
@@ -199,6 +205,46 @@ fn sniff_fixed_column(text: &str) -> Option<Format> {
         return Some(Format::HypoinverseArchive);
     }
     None
+}
+
+/// Reader options for formats that carry picks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PickOptions {
+    /// One-sigma pick uncertainty, s, used where the input gives none.
+    pub default_uncertainty_s: f64,
+}
+
+impl Default for PickOptions {
+    /// 0.1 s: the nominal uncertainty of a weight-1 analyst pick (project convention).
+    fn default() -> Self {
+        Self {
+            default_uncertainty_s: 0.1,
+        }
+    }
+}
+
+impl PickOptions {
+    /// Rejects a default uncertainty that is not a positive finite number.
+    pub fn validate(&self) -> Result<(), CatalogError> {
+        let d = self.default_uncertainty_s;
+        if d.is_finite() && d > 0.0 {
+            Ok(())
+        } else {
+            Err(CatalogError::InvalidOption(format!(
+                "default uncertainty {d} s must be positive and finite"
+            )))
+        }
+    }
+}
+
+/// ISO-8601 UTC with microseconds, or nanoseconds when the time has sub-microsecond digits
+/// (so that writing then reading gives back the same instant).
+pub fn format_time_exact(t: &UtcTime) -> String {
+    if chrono::Timelike::nanosecond(t) % 1000 == 0 {
+        format_utc(t)
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+    }
 }
 
 /// Reads a whole file as UTF-8 text, naming the file on failure.

@@ -1,19 +1,174 @@
 //! `eikoloc traveltime`: traveltimes for rows `phase,epicentral_distance_km,source_depth_km,receiver_elevation_m`.
+//!
+//! Contract (kept stable for scripts and the other engineers' solvers):
+//! `eikoloc traveltime --velocity FILE (--solver exact|grid | --model DIR) --pairs PAIRS.csv`
+//! reads the pairs (header required, `#` comment lines and blank lines allowed) and writes
+//! the same rows with `traveltime_s` appended, CSV on stdout. Nothing is written unless every
+//! row is good: a bad row is an error naming its line and field.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use eikoloc::domain::Phase;
+use eikoloc::traveltime::LayeredExact;
+use eikoloc::velocity::load_layered;
+
+/// Input columns, in order.
+const COLUMNS: [&str; 4] = [
+    "phase",
+    "epicentral_distance_km",
+    "source_depth_km",
+    "receiver_elevation_m",
+];
 
 /// Arguments of `eikoloc traveltime`.
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("engine").required(true).args(["solver", "model"])))]
 pub struct Args {
-    /// Velocity model file (CSV `depth_top_km,vp_km_s,vs_km_s`).
+    /// Velocity model file: CSV `depth_top_km,vp_km_s,vs_km_s` or NonLinLoc `LAYER` lines.
     #[arg(long)]
     pub velocity: PathBuf,
-    /// Rows to evaluate (CSV with header).
+    /// Reference solver: `exact` (1-D layered, flat Earth) or `grid` (eikonal grid solver).
+    #[arg(long, value_enum)]
+    pub solver: Option<Solver>,
+    /// Trained network directory (`trained-models/<name>/`) instead of a solver.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Rows to evaluate: CSV with header `phase,epicentral_distance_km,source_depth_km,receiver_elevation_m`.
     #[arg(long)]
     pub pairs: PathBuf,
 }
 
+/// Which reference solver computes the times.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Solver {
+    /// Exact first arrivals in flat 1-D constant-velocity layers (direct and head waves).
+    Exact,
+    /// Eikonal grid solver.
+    Grid,
+}
+
+/// One row of the pairs file: the original text of its fields and the parsed values.
+struct Pair {
+    fields: Vec<String>,
+    phase: Phase,
+    distance_km: f64,
+    source_depth_km: f64,
+    receiver_depth_km: f64,
+}
+
 /// Runs the subcommand.
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let velocity = load_layered(&args.velocity).context("reading the velocity model")?;
+    let pairs = read_pairs(&args.pairs)?;
+    let times: Vec<f64> = match (args.solver, &args.model) {
+        (Some(Solver::Exact), None) => {
+            let solver = LayeredExact::new(velocity);
+            pairs
+                .iter()
+                .map(|p| {
+                    solver
+                        .radial_time_s(p.phase, p.distance_km, p.source_depth_km, p.receiver_depth_km)
+                        .with_context(|| format!("{}: row {:?}", args.pairs.display(), p.fields.join(",")))
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
+        // Wired by the grid-solver work (src/traveltime/grid.rs, eikonal.rs).
+        (Some(Solver::Grid), None) => bail!("--solver grid is not available yet (the eikonal grid solver is not wired into the CLI)"),
+        // Wired by the network work (src/traveltime/pinn.rs).
+        (None, Some(dir)) => bail!("--model {}: trained-network traveltimes are not available yet", dir.display()),
+        // clap's "engine" group makes exactly one of them present
+        _ => bail!("give exactly one of --solver or --model"),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    writeln!(out, "{},traveltime_s", COLUMNS.join(","))?;
+    for (p, t) in pairs.iter().zip(&times) {
+        writeln!(out, "{},{t:.6}", p.fields.join(","))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads the pairs file; every error names file, line and field.
+fn read_pairs(path: &Path) -> anyhow::Result<Vec<Pair>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let at = |line: usize, field: &str| format!("{}:{line}: field {field:?}", path.display());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let Some((hline, header)) = lines.next() else {
+        bail!(
+            "{}: empty file, expected header {}",
+            at(1, "header"),
+            COLUMNS.join(",")
+        );
+    };
+    let names: Vec<&str> = header.split(',').map(str::trim).collect();
+    for (i, name) in names.iter().enumerate() {
+        if COLUMNS.get(i) != Some(name) {
+            bail!(
+                "{}: unknown or misplaced column, expected header {}",
+                at(hline, name),
+                COLUMNS.join(",")
+            );
+        }
+    }
+    if names.len() < COLUMNS.len() {
+        bail!(
+            "{}: missing column, expected header {}",
+            at(hline, COLUMNS[names.len()]),
+            COLUMNS.join(",")
+        );
+    }
+    let mut pairs = Vec::new();
+    for (line, content) in lines {
+        let fields: Vec<String> = content.split(',').map(|f| f.trim().to_string()).collect();
+        if fields.len() > COLUMNS.len() {
+            bail!(
+                "{}:{line}: {} fields, expected {}",
+                path.display(),
+                fields.len(),
+                COLUMNS.len()
+            );
+        }
+        let get = |k: usize| -> anyhow::Result<&str> {
+            match fields.get(k).map(String::as_str) {
+                Some(s) if !s.is_empty() => Ok(s),
+                _ => bail!("{}: missing (truncated line?)", at(line, COLUMNS[k])),
+            }
+        };
+        let phase: Phase = get(0)?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at(line, COLUMNS[0])))?;
+        let number = |k: usize| -> anyhow::Result<f64> {
+            let s = get(k)?;
+            let v: f64 = s
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{}: {s:?} is not a number", at(line, COLUMNS[k])))?;
+            if !v.is_finite() {
+                bail!("{}: {s:?} is not finite", at(line, COLUMNS[k]));
+            }
+            Ok(v)
+        };
+        let distance_km = number(1)?;
+        if distance_km < 0.0 {
+            bail!("{}: {distance_km} is negative", at(line, COLUMNS[1]));
+        }
+        let source_depth_km = number(2)?;
+        let receiver_elevation_m = number(3)?;
+        pairs.push(Pair {
+            fields,
+            phase,
+            distance_km,
+            source_depth_km,
+            receiver_depth_km: -receiver_elevation_m / 1000.0,
+        });
+    }
+    Ok(pairs)
 }

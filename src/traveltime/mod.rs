@@ -5,8 +5,10 @@
 //! with respect to the *source* position, s/km.
 
 pub mod analytic;
+pub mod layered_exact;
 
 pub use analytic::AnalyticModel;
+pub use layered_exact::{ArrivalPath, LayeredExact, RadialArrival};
 
 use crate::domain::{LocalPoint, Phase};
 use thiserror::Error;

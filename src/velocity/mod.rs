@@ -7,7 +7,7 @@ pub mod gradient;
 pub mod layered;
 
 pub use gradient::GradientModel;
-pub use layered::{Layer, LayeredModel};
+pub use layered::{load_layered, Layer, LayeredModel};
 
 use crate::domain::Phase;
 use std::path::PathBuf;
