@@ -12,6 +12,13 @@
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
 //! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
 //!   resolved (stations and velocity loaded, local frame, model box).
+//! - [`ingest`]: pick ingest over TCP (MessagePack frames, JSON lines), wire schema apart from
+//!   the domain types, validation against the inventory.
+//! - [`store`]: the SQLite event store (picks, events, every origin version, arrivals).
+//! - [`publish`]: publishers (push model): per-event QuakeML files, the TCP origin stream.
+//! - [`metrics`]: the Prometheus metrics of the service.
+//! - [`daemon`]: `eikoloc serve`: `run(config, listeners, engine, metrics, shutdown)` wires
+//!   ingest, association, location, store, publishers and the HTTP API.
 //!
 //! Outside `src/`: `station-configs/` (one folder per region; `demo/` is the bundled default),
 //! `trained-models/` (trained networks), `deploy/` (operations files), `tests/` (integration
@@ -22,7 +29,12 @@
 
 pub mod catalog;
 pub mod config;
+pub mod daemon;
 pub mod domain;
+pub mod ingest;
 pub mod inventory;
+pub mod metrics;
+pub mod publish;
+pub mod store;
 pub mod traveltime;
 pub mod velocity;
