@@ -105,13 +105,17 @@ pub async fn read_msgpack<T: serde::de::DeserializeOwned>(s: &mut TcpStream) -> 
     Some(rmp_serde::from_slice(&buf).unwrap())
 }
 
-/// `GET path` over HTTP/1.1; (status, body).
+/// `GET path` over HTTP/1.1; (status, body); status 0 when the server cannot be reached.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let Ok(mut s) = TcpStream::connect(addr).await else { return (0, String::new()) };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
+    if s.read_to_end(&mut raw).await.is_err() {
+        return (0, String::new());
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
