@@ -219,7 +219,7 @@ impl StationConfig {
                 source: Box::new(source),
             })?;
         let velocity_file = dir.join(&self.velocity);
-        let velocity = LayeredModel::from_csv_path(&velocity_file).map_err(|source| {
+        let velocity = crate::velocity::load_layered(&velocity_file).map_err(|source| {
             ConfigError::Velocity {
                 file: file.clone(),
                 source,

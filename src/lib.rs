@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`associate`]: streaming phase association (picks in, candidate events out).
 //! - [`catalog`]: pick and catalog formats, one module each (CSV, QuakeML, NonLinLoc,
 //!   Hypoinverse): sniff, read (good records plus per-record problems), write.
 //! - [`domain`]: plain value types (time, geography, stations, picks, events); no I/O.
@@ -10,10 +11,14 @@
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
+//! - [`waveform`]: miniSEED 2 records in and out (miniseed-rs), traces, synthetic seismograms.
+//! - [`picker`]: streaming STA/LTA + AIC picker, P on verticals and S on horizontals.
+//! - [`ingest`]: pick sources: the service's TCP pick ingest (MessagePack frames, JSON lines;
+//!   wire schema in [`ingest::wire`], apart from the domain types; validation against the
+//!   inventory) and [`ingest::seedlink`] (SeedLink v3 protocol, client, playback server and the
+//!   client -> picker -> picks pipeline).
 //! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
 //!   resolved (stations and velocity loaded, local frame, model box).
-//! - [`ingest`]: pick ingest over TCP (MessagePack frames, JSON lines), wire schema apart from
-//!   the domain types, validation against the inventory.
 //! - [`store`]: the SQLite event store (picks, events, every origin version, arrivals).
 //! - [`publish`]: publishers (push model): per-event QuakeML files, the TCP origin stream.
 //! - [`metrics`]: the Prometheus metrics of the service.
@@ -27,6 +32,7 @@
 //! Frames and units: local Cartesian km (x east, y north, z depth below sea level, positive
 //! down), times UTC, field names carry their unit (`_s`, `_km`, `_m`, `_deg`).
 
+pub mod associate;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
@@ -34,7 +40,9 @@ pub mod domain;
 pub mod ingest;
 pub mod inventory;
 pub mod metrics;
+pub mod picker;
 pub mod publish;
 pub mod store;
 pub mod traveltime;
 pub mod velocity;
+pub mod waveform;

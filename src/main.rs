@@ -15,12 +15,21 @@ struct Cli {
 enum Command {
     /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
     Traveltime(cmd::traveltime::Args),
+    /// Serve a miniSEED archive over SeedLink v3 (real-time or accelerated playback).
+    SeedlinkServe(cmd::seedlink_serve::Args),
+    /// Read waveforms from a SeedLink server, pick P and S, print picks as CSV.
+    SeedlinkPick(cmd::seedlink_pick::Args),
+    /// Write synthetic miniSEED waveforms (P and S pulses plus noise) and their true onsets.
+    SynthWaveforms(cmd::seedlink_synth::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Traveltime(a) => cmd::traveltime::run(a),
+        Command::SeedlinkServe(a) => cmd::seedlink_serve::run(a),
+        Command::SeedlinkPick(a) => cmd::seedlink_pick::run(a),
+        Command::SynthWaveforms(a) => cmd::seedlink_synth::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

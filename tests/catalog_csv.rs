@@ -292,3 +292,41 @@ fn nlloc_reference_ellipse_matches_its_covariance() {
         );
     }
 }
+
+/// Every data set's picks survive QuakeML and NLLOC_OBS round trips (their times have at most
+/// 0.1 ms digits, NonLinLoc's precision), and the one entry point recognises both.
+#[test]
+fn shared_picks_round_trip_through_quakeml_and_nlloc_obs() {
+    use eikoloc::catalog::{nlloc, quakeml, read_event_picks, EventPicks, PickOptions};
+    use eikoloc::domain::Event;
+    let opts = PickOptions::default();
+    for (set, ..) in SETS {
+        let r = read_picks_file(&data(set, "picks.csv"), &opts).unwrap();
+        let events: Vec<Event> = r
+            .records
+            .iter()
+            .map(|e| Event {
+                id: e.event_id.clone(),
+                picks: e.picks.clone(),
+                origins: vec![],
+                preferred_origin: None,
+            })
+            .collect();
+        let qml = quakeml::to_quakeml(&events);
+        let (format, back) = read_event_picks(&qml, &opts, "").unwrap();
+        assert_eq!(format, Format::QuakeMl);
+        assert!(back.problems.is_empty(), "{set}: {:?}", &back.problems[..1]);
+        assert_eq!(back.records, r.records, "{set} via QuakeML");
+
+        let obs = nlloc::to_nlloc_obs(&r.records);
+        let (format, back) = read_event_picks(&obs, &opts, "").unwrap();
+        assert_eq!(format, Format::NllocObs);
+        assert!(back.problems.is_empty(), "{set}: {:?}", &back.problems[..1]);
+        let strip = |v: &[EventPicks]| -> Vec<EventPicks> { v.to_vec() };
+        assert_eq!(
+            strip(&back.records),
+            strip(&r.records),
+            "{set} via NLLOC_OBS"
+        );
+    }
+}

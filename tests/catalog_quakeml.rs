@@ -249,7 +249,11 @@ fn hand_written_picks_only_archive() {
         .collect();
     assert_eq!(
         problems,
-        [(26, "pick/phaseHint"), (42, "pick/time/value")],
+        [
+            (26, "pick/phaseHint"),
+            (42, "pick/waveformID"),
+            (49, "pick/time/value")
+        ],
         "{:?}",
         r.problems
     );

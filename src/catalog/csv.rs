@@ -13,14 +13,8 @@ use crate::domain::{
     parse_utc, Event, HorizontalEllipse, Origin, Phase, Pick, StationCode, UtcTime,
 };
 
-/// Picks of one event, in input order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventPicks {
-    /// Event id as written in the input.
-    pub event_id: String,
-    /// Its picks, in input order.
-    pub picks: Vec<Pick>,
-}
+/// Picks of one event (defined in [`crate::catalog`], shared by every pick format).
+pub use crate::catalog::EventPicks;
 
 /// Options for [`read_picks`] (the same options every pick reader takes).
 pub use crate::catalog::PickOptions as PicksCsvOptions;

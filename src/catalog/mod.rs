@@ -4,6 +4,7 @@
 //!   reference catalogs shipped with the data sets.
 //! - [`quakeml`]: QuakeML 1.2 BED events, picks, origins and arrivals.
 //! - [`nlloc`]: NonLinLoc NLLOC_OBS phase files and the `.hyp` summary of one origin.
+//! - [`hypoinverse`]: Hypoinverse Y2000 archives (summary hypocentre and weighted picks).
 //!
 //! Readers never stop at one bad record: they return the good records plus one
 //! [`RecordProblem`] per rejected record (line, field, reason) in a [`ReadReport`], and fail
@@ -11,6 +12,7 @@
 //! missing header or required column, truncated XML).
 
 pub mod csv;
+pub mod hypoinverse;
 pub mod nlloc;
 pub mod quakeml;
 
@@ -18,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-use crate::domain::{format_utc, UtcTime};
+use crate::domain::{format_utc, Pick, UtcTime};
 
 /// A structural failure: the input as a whole cannot be read.
 #[derive(Debug, Error)]
@@ -186,25 +188,97 @@ fn sniff_fixed_column(text: &str) -> Option<Format> {
     let line = text
         .lines()
         .map(str::trim_end)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+        .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("PUBLIC_ID"))?;
+    // Hypoinverse Y2000 summary: yyyymmddhhmm in the first 12 columns, through depth. Checked
+    // first: a station label never starts with 12 digits.
+    let b = line.as_bytes();
+    if b.len() >= 36 && b[..12].iter().all(u8::is_ascii_digit) {
+        return Some(Format::HypoinverseArchive);
+    }
     let fields: Vec<&str> = line.split_whitespace().collect();
     // NLLOC_OBS: station inst comp onset phase fm YYYYMMDD HHMM ss.ssss GAU err ...
-    if fields.len() >= 11
+    if fields.len() >= 9
         && fields[6].len() == 8
         && fields[6].bytes().all(|b| b.is_ascii_digit())
         && fields[8].parse::<f64>().is_ok()
     {
         return Some(Format::NllocObs);
     }
-    // Hypoinverse Y2000 summary: starts with a 4-digit year then MMDDHHMM, >= 150 columns.
-    let b = line.as_bytes();
-    if b.len() >= 120
-        && b[..12].iter().all(|c| c.is_ascii_digit() || *c == b' ')
-        && b[..4].iter().all(u8::is_ascii_digit)
-    {
-        return Some(Format::HypoinverseArchive);
-    }
     None
+}
+
+/// Picks of one event, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPicks {
+    /// Event id as written in the input (or numbered where the format has none).
+    pub event_id: String,
+    /// Its picks, in input order.
+    pub picks: Vec<Pick>,
+}
+
+/// Reads picks grouped by event from any pick format, recognised by [`sniff`]: picks CSV,
+/// QuakeML, NLLOC_OBS (bare station labels get `default_network`) or Hypoinverse archive.
+/// Returns the format found with the report.
+pub fn read_event_picks(
+    text: &str,
+    options: &PickOptions,
+    default_network: &str,
+) -> Result<(Format, ReadReport<EventPicks>), CatalogError> {
+    let format = sniff(text).ok_or_else(|| {
+        CatalogError::UnknownFormat(
+            "not a picks CSV, QuakeML, NLLOC_OBS or Hypoinverse archive".into(),
+        )
+    })?;
+    let report = match format {
+        Format::PicksCsv => csv::read_picks(text.as_bytes(), options)?,
+        Format::QuakeMl => {
+            let r = quakeml::read_quakeml(text, options)?;
+            let records = r
+                .records
+                .into_iter()
+                .map(|e| EventPicks {
+                    event_id: e.id,
+                    picks: e.picks,
+                })
+                .collect();
+            ReadReport {
+                records,
+                problems: r.problems,
+            }
+        }
+        Format::NllocObs => nlloc::read_nlloc_obs(text, options, default_network)?,
+        Format::HypoinverseArchive => {
+            options.validate()?;
+            let r = hypoinverse::read_hypoinverse_archive(text)?;
+            let records = r
+                .records
+                .into_iter()
+                .map(|e| EventPicks {
+                    event_id: e.event_id,
+                    picks: e.picks.into_iter().map(|p| p.pick).collect(),
+                })
+                .collect();
+            ReadReport {
+                records,
+                problems: r.problems,
+            }
+        }
+        other => {
+            return Err(CatalogError::UnknownFormat(format!(
+                "{other:?} holds no picks"
+            )))
+        }
+    };
+    Ok((format, report))
+}
+
+/// [`read_event_picks`] on a file; errors name the file.
+pub fn read_event_picks_file(
+    path: &Path,
+    options: &PickOptions,
+    default_network: &str,
+) -> Result<(Format, ReadReport<EventPicks>), CatalogError> {
+    read_event_picks(&read_text(path)?, options, default_network).map_err(|e| e.in_file(path))
 }
 
 /// Reader options for formats that carry picks.
@@ -301,8 +375,56 @@ mod tests {
             sniff("NLLOC \"loc/x\" \"LOCATED\" \"Location completed.\"\n"),
             Some(Format::NllocHyp)
         );
+        assert_eq!(
+            sniff("PUBLIC_ID 7\nRC01 ? BHZ ? P ? 20181130 1729 37.0400\n"),
+            Some(Format::NllocObs)
+        );
+        let summary = format!("{:<146}", "202103040506 72537 1712121 3976  630");
+        assert_eq!(sniff(&summary), Some(Format::HypoinverseArchive));
         assert_eq!(sniff("hello world\n"), None);
         assert_eq!(sniff("a,b,c\n1,2,3\n"), None);
+    }
+
+    #[test]
+    fn every_pick_format_reads_through_one_entry_point() {
+        let csv = "event_id,network,station,phase,time_iso\n7,XX,A,P,2020-01-01T00:00:01Z\n";
+        let obs = "PUBLIC_ID 7\nXX_A ? ? ? P ? 20200101 0000 1.0000 GAU 1.00e-01 -1 -1 -1\n";
+        let pick = crate::domain::Pick::new(
+            crate::domain::StationCode::new("XX", "A"),
+            crate::domain::Phase::P,
+            crate::domain::parse_utc("2020-01-01T00:00:01Z").unwrap(),
+            0.1,
+        );
+        let ev = crate::domain::Event {
+            id: "7".into(),
+            picks: vec![pick.clone()],
+            origins: vec![],
+            preferred_origin: None,
+        };
+        let qml = quakeml::to_quakeml(&[ev]);
+        let mut arc = String::from("202001010000 10037 1712121 3976  630\n");
+        arc.push_str("A    XX      IP 0202001010000  100\n");
+        for (text, format) in [
+            (csv, Format::PicksCsv),
+            (obs, Format::NllocObs),
+            (qml.as_str(), Format::QuakeMl),
+            (arc.as_str(), Format::HypoinverseArchive),
+        ] {
+            let (f, r) = read_event_picks(text, &PickOptions::default(), "XX").unwrap();
+            assert_eq!(f, format);
+            assert!(r.problems.is_empty(), "{format:?}: {:?}", r.problems);
+            assert_eq!(r.records.len(), 1, "{format:?}");
+            let got = &r.records[0].picks[0];
+            assert_eq!(
+                (&got.station, got.phase, got.time),
+                (&pick.station, pick.phase, pick.time),
+                "{format:?}"
+            );
+        }
+        assert!(matches!(
+            read_event_picks("hello\n", &PickOptions::default(), ""),
+            Err(CatalogError::UnknownFormat(_))
+        ));
     }
 
     #[test]

@@ -455,20 +455,33 @@ impl Node {
     }
 }
 
-fn line_at(text: &str, pos: u64) -> u64 {
-    let end = usize::try_from(pos).unwrap_or(usize::MAX).min(text.len());
-    1 + text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count() as u64
+/// Byte offset -> 1-based line, by binary search over the newline offsets (counting newlines
+/// from the start for every element made reading quadratic in the file size).
+struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        Self(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+    fn line(&self, pos: u64) -> u64 {
+        let pos = usize::try_from(pos).unwrap_or(usize::MAX);
+        1 + self.0.partition_point(|&nl| nl < pos) as u64
+    }
 }
 
 fn parse_tree(text: &str) -> Result<Node, CatalogError> {
+    let lines = LineIndex::new(text);
     let mut reader = NsReader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Node> = vec![Node::default()];
     let malformed = |pos: u64, message: String| CatalogError::Malformed {
-        line: line_at(text, pos),
+        line: lines.line(pos),
         message,
     };
     loop {
@@ -507,7 +520,7 @@ fn parse_tree(text: &str) -> Result<Node, CatalogError> {
                 ext,
                 name,
                 attrs,
-                line: line_at(text, before + skipped),
+                line: lines.line(before + skipped),
                 ..Node::default()
             })
         };
@@ -551,7 +564,7 @@ fn parse_tree(text: &str) -> Result<Node, CatalogError> {
     if stack.len() > 1 {
         let open = &stack[stack.len() - 1];
         return Err(CatalogError::Malformed {
-            line: line_at(text, text.len() as u64),
+            line: lines.line(text.len() as u64),
             message: format!(
                 "truncated XML: <{}> opened on line {} is never closed",
                 open.name, open.line
@@ -566,7 +579,8 @@ fn parse_tree(text: &str) -> Result<Node, CatalogError> {
 /// Reads QuakeML 1.2 text into events with their picks and origins.
 ///
 /// A pick, origin or arrival that cannot be used (unknown phase, bad time, missing
-/// coordinate, arrival to an unknown pick) is skipped with a [`RecordProblem`] naming its line
+/// coordinate, a second pick of the same phase at the same station, arrival to an unknown
+/// pick) is skipped with a [`RecordProblem`] naming its line
 /// and element; malformed or truncated XML, or a document without `eventParameters`, is an
 /// error. Picks without a time uncertainty take `options.default_uncertainty_s`.
 pub fn read_quakeml(text: &str, options: &PickOptions) -> Result<ReadReport<Event>, CatalogError> {
@@ -595,8 +609,26 @@ pub fn read_quakeml(text: &str, options: &PickOptions) -> Result<ReadReport<Even
             |r| id_from_resource("event", r),
         );
         let mut picks = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for p in ev.all("pick") {
             match read_pick(p, options) {
+                // One P and one S per station and event, as every reader here keeps them.
+                Ok(pick)
+                    if !seen.insert((
+                        pick.station.network.clone(),
+                        pick.station.station.clone(),
+                        pick.phase,
+                    )) =>
+                {
+                    report.problems.push(problem(
+                        p,
+                        "pick/waveformID",
+                        format!(
+                            "duplicate {} pick at {} in event {id} (kept the first)",
+                            pick.phase, pick.station
+                        ),
+                    ));
+                }
                 Ok(pick) => picks.push(pick),
                 Err(e) => report.problems.push(e),
             }

@@ -1,3 +1,7 @@
 //! One module per subcommand: argument struct and `run`.
 
 pub mod traveltime;
+pub mod seedlink_log;
+pub mod seedlink_pick;
+pub mod seedlink_serve;
+pub mod seedlink_synth;

@@ -8,10 +8,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
 use eikoloc::domain::Phase;
+use eikoloc::traveltime::grid::{GridTraveltime, GridTraveltimeConfig};
 use eikoloc::traveltime::LayeredExact;
 use eikoloc::velocity::load_layered;
 
@@ -75,8 +77,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<_>>()?
         }
-        // Wired by the grid-solver work (src/traveltime/grid.rs, eikonal.rs).
-        (Some(Solver::Grid), None) => bail!("--solver grid is not available yet (the eikonal grid solver is not wired into the CLI)"),
+        (Some(Solver::Grid), None) => {
+            // One (r, z) table per distinct receiver depth, built lazily; the table must reach
+            // below the deepest source and the deepest head-wave interface that can matter.
+            let max_r = pairs.iter().map(|p| p.distance_km).fold(0.0, f64::max);
+            let max_zs = pairs.iter().map(|p| p.source_depth_km).fold(0.0, f64::max);
+            let deepest_top = velocity.layers().last().map_or(0.0, |l| l.depth_top_km);
+            let min_z = pairs
+                .iter()
+                .map(|p| p.source_depth_km.min(p.receiver_depth_km))
+                .fold(-3.0, f64::min);
+            let config = GridTraveltimeConfig {
+                r_max_km: max_r + 1.0,
+                z_min_km: min_z - 0.5,
+                z_max_km: (max_zs + 10.0).max(deepest_top + 5.0).max(40.0),
+                ..Default::default()
+            };
+            let grid = GridTraveltime::radial_lazy(Arc::new(velocity), config)
+                .context("setting up the eikonal grid solver")?;
+            pairs
+                .iter()
+                .map(|p| {
+                    grid.radial_traveltime(p.phase, p.distance_km, p.source_depth_km, p.receiver_depth_km)
+                        .map(|rt| rt.t_s)
+                        .with_context(|| format!("{}: row {:?}", args.pairs.display(), p.fields.join(",")))
+                })
+                .collect::<anyhow::Result<_>>()?
+        }
         // Wired by the network work (src/traveltime/pinn.rs).
         (None, Some(dir)) => bail!("--model {}: trained-network traveltimes are not available yet", dir.display()),
         // clap's "engine" group makes exactly one of them present

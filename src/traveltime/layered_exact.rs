@@ -69,6 +69,8 @@ struct PhaseTables {
     /// eta*thickness of the full layers strictly between k and j (s), `x[j*n+k]` their summed
     /// horizontal offsets (km).
     below_eta: Vec<f64>,
+    /// p / eta: horizontal offset per km of depth in layer k, km/km.
+    below_tan: Vec<f64>,
     below_tau: Vec<f64>,
     below_x: Vec<f64>,
     /// Shallowest layer m such that all layers m..j are slower than layer j.
@@ -76,6 +78,7 @@ struct PhaseTables {
     /// Head wave above interface j (slide in layer j-1, p = u[j-1]): for a layer k >= j, as
     /// above but over the full layers j..k-1.
     above_eta: Vec<f64>,
+    above_tan: Vec<f64>,
     above_tau: Vec<f64>,
     above_x: Vec<f64>,
     /// Deepest layer m such that all layers j..=m are slower than layer j-1 (j-1 when none).
@@ -83,6 +86,10 @@ struct PhaseTables {
 }
 
 /// Exact first-arrival traveltimes for a [`LayeredModel`] (flat Earth), with analytic gradients.
+///
+/// Construction precomputes 6 n^2 numbers per phase for n layers (head-wave legs for every
+/// interface and layer), so a query is O(n) with no allocation; that suits crustal models of up
+/// to a few hundred layers (800 layers: ~60 MB). Queries are `Sync`: call from many threads.
 #[derive(Debug, Clone)]
 pub struct LayeredExact {
     model: LayeredModel,
@@ -102,10 +109,12 @@ impl PhaseTables {
         let u: Vec<f64> = v.iter().map(|x| 1.0 / x).collect();
         let thick = |m: usize| tops[m + 1] - tops[m];
         let mut below_eta = vec![0.0; n * n];
+        let mut below_tan = vec![0.0; n * n];
         let mut below_tau = vec![0.0; n * n];
         let mut below_x = vec![0.0; n * n];
         let mut below_top_ok = vec![0; n];
         let mut above_eta = vec![0.0; n * n];
+        let mut above_tan = vec![0.0; n * n];
         let mut above_tau = vec![0.0; n * n];
         let mut above_x = vec![0.0; n * n];
         let mut above_bot_ok = vec![0; n];
@@ -121,6 +130,7 @@ impl PhaseTables {
             for k in (top_ok..j).rev() {
                 let eta = vertical_slowness(u[k], p);
                 below_eta[j * n + k] = eta;
+                below_tan[j * n + k] = p / eta;
                 below_tau[j * n + k] = tau;
                 below_x[j * n + k] = x;
                 // a full layer k only counts for legs that start above it (k >= 1: layer 0 is
@@ -141,6 +151,7 @@ impl PhaseTables {
             for k in j..=bot_ok {
                 let eta = vertical_slowness(u[k], p);
                 above_eta[j * n + k] = eta;
+                above_tan[j * n + k] = p / eta;
                 above_tau[j * n + k] = tau;
                 above_x[j * n + k] = x;
                 if k + 1 < n {
@@ -153,10 +164,12 @@ impl PhaseTables {
             v,
             u,
             below_eta,
+            below_tan,
             below_tau,
             below_x,
             below_top_ok,
             above_eta,
+            above_tan,
             above_tau,
             above_x,
             above_bot_ok,
@@ -267,6 +280,7 @@ impl LayeredExact {
             if best.is_none_or(|b| a.t_s < b.t_s) {
                 best = Some(a);
             }
+            best.map_or(f64::INFINITY, |b| b.t_s)
         })?;
         // the direct ray always exists, so there is always a candidate
         best.ok_or_else(|| TraveltimeError::Other("no path found".into()))
@@ -282,11 +296,15 @@ impl LayeredExact {
         zr_km: f64,
     ) -> Result<Vec<RadialArrival>, TraveltimeError> {
         let mut all = Vec::new();
-        self.visit_paths(phase, r_km, zs_km, zr_km, |a| all.push(a))?;
+        self.visit_paths(phase, r_km, zs_km, zr_km, |a| {
+            all.push(a);
+            f64::INFINITY
+        })?;
         Ok(all)
     }
 
-    /// Calls `f` with the direct ray and every existing head wave.
+    /// Calls `f` with the direct ray and every existing head wave; `f` returns a time bound,
+    /// and head waves that cannot beat it (p r alone exceeds it) are skipped.
     #[inline]
     fn visit_paths(
         &self,
@@ -294,7 +312,7 @@ impl LayeredExact {
         r_km: f64,
         zs_km: f64,
         zr_km: f64,
-        mut f: impl FnMut(RadialArrival),
+        mut f: impl FnMut(RadialArrival) -> f64,
     ) -> Result<(), TraveltimeError> {
         if !(r_km.is_finite() && zs_km.is_finite() && zr_km.is_finite()) {
             return Err(TraveltimeError::NonFinite);
@@ -327,7 +345,7 @@ impl LayeredExact {
             })
         };
         let (t, p, dzt, dzb) = self.direct(tab, r_km, zt, zb);
-        emit(t, p, dzt, dzb, ArrivalPath::Direct);
+        let mut bound = emit(t, p, dzt, dzb, ArrivalPath::Direct);
         let n = self.tops_km.len();
         let it = self.index_below(zt);
         let ib_above = self.index_above(zb);
@@ -338,6 +356,9 @@ impl LayeredExact {
                 continue;
             }
             let p = tab.u[j];
+            if p * r_km > bound {
+                continue; // the legs only add time
+            }
             let dj = self.tops_km[j];
             // leg from z (in layer k = index_below(z)) down to interface j
             let leg = |z: f64, k: usize| -> (f64, f64, f64) {
@@ -348,7 +369,7 @@ impl LayeredExact {
                 let h = self.bottom(k).min(dj) - z;
                 (
                     h * eta + tab.below_tau[j * n + k],
-                    h * p / eta + tab.below_x[j * n + k],
+                    h * tab.below_tan[j * n + k] + tab.below_x[j * n + k],
                     eta,
                 )
             };
@@ -357,7 +378,7 @@ impl LayeredExact {
             if x_t + x_b > r_km {
                 continue; // before the critical distance the head wave does not exist
             }
-            emit(
+            bound = emit(
                 p * r_km + tau_t + tau_b,
                 p,
                 -eta_t,
@@ -371,6 +392,9 @@ impl LayeredExact {
                 continue;
             }
             let p = tab.u[j - 1];
+            if p * r_km > bound {
+                continue;
+            }
             let dj = self.tops_km[j];
             // leg from interface j down to z (in layer k = index_above(z))
             let leg = |z: f64, k: usize| -> (f64, f64, f64) {
@@ -381,7 +405,7 @@ impl LayeredExact {
                 let h = z - self.top(k).max(dj);
                 (
                     h * eta + tab.above_tau[j * n + k],
-                    h * p / eta + tab.above_x[j * n + k],
+                    h * tab.above_tan[j * n + k] + tab.above_x[j * n + k],
                     eta,
                 )
             };
@@ -390,7 +414,7 @@ impl LayeredExact {
             if x_t + x_b > r_km {
                 continue;
             }
-            emit(
+            bound = emit(
                 p * r_km + tau_t + tau_b,
                 p,
                 eta_t,

@@ -5,9 +5,12 @@
 //! with respect to the *source* position, s/km.
 
 pub mod analytic;
+pub mod eikonal;
+pub mod grid;
 pub mod layered_exact;
 
 pub use analytic::AnalyticModel;
+pub use grid::{GridTraveltime, GridTraveltimeConfig, RadialTime};
 pub use layered_exact::{ArrivalPath, LayeredExact, RadialArrival};
 
 use crate::domain::{LocalPoint, Phase};

@@ -4,9 +4,11 @@
 //! km depth below sea level (positive down).
 
 pub mod gradient;
+pub mod grid;
 pub mod layered;
 
 pub use gradient::GradientModel;
+pub use grid::GridModel;
 pub use layered::{load_layered, Layer, LayeredModel};
 
 use crate::domain::Phase;

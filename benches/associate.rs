@@ -1,0 +1,99 @@
+//! Association benchmark on synthetic streams: 100 stations in a 200 km box, 2000 and 500
+//! events per day, 20 % false picks. Prints event- and pick-level precision, recall, F1 and
+//! the association throughput (picks/s, one thread; generation is not timed).
+//!
+//! `cargo bench --bench associate` (one simulated day each); `ASSOC_BENCH_HOURS=3` shortens it.
+
+use std::time::Instant;
+
+use eikoloc::associate::{
+    score_association, synth_stream, Associator, AssociatorConfig, AssociatorOutput,
+    StreamSynthConfig,
+};
+use eikoloc::traveltime::AnalyticModel;
+use eikoloc::velocity::GradientModel;
+
+/// CPU time of this thread, s (Linux schedstat; None elsewhere). The machine this runs on may
+/// be shared, so CPU time is the steadier figure; wall time is printed too.
+fn thread_cpu_s() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns * 1e-9)
+}
+
+fn main() {
+    let hours: f64 = std::env::var("ASSOC_BENCH_HOURS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24.0);
+    let model = AnalyticModel::new(GradientModel::new(0.0, 5.5, 3.2, 0.03, 0.018).expect("model"));
+    for rate in [2000.0, 500.0] {
+        let cfg = StreamSynthConfig {
+            events_per_day: rate,
+            duration_s: hours * 3600.0,
+            seed: 7,
+            ..Default::default()
+        };
+        let t_gen = Instant::now();
+        let stream = synth_stream(&cfg, &model).expect("synthesis");
+        let gen_s = t_gen.elapsed().as_secs_f64();
+        let picks = stream.assoc_picks();
+        let t_build = Instant::now();
+        let acfg = AssociatorConfig::default();
+        let mut assoc =
+            Associator::new(&stream.stations, &model, acfg.clone()).expect("associator");
+        let build_s = t_build.elapsed().as_secs_f64();
+        let cpu0 = thread_cpu_s();
+        let t0 = Instant::now();
+        let mut closed: Vec<Vec<u64>> = Vec::new();
+        let handle = |outs: Vec<AssociatorOutput>, closed: &mut Vec<Vec<u64>>| {
+            for o in outs {
+                if let AssociatorOutput::EventClosed { picks, .. } = o {
+                    closed.push(picks.iter().map(|p| p.pick.id).collect());
+                }
+            }
+        };
+        for p in &picks {
+            let outs = assoc.push(*p);
+            handle(outs, &mut closed);
+        }
+        let outs = assoc.flush();
+        handle(outs, &mut closed);
+        let assoc_s = t0.elapsed().as_secs_f64();
+        let cpu_s = thread_cpu_s().zip(cpu0).map(|(b, a)| b - a);
+        let s = score_association(&stream.truth(), &closed, acfg.min_picks, acfg.min_stations);
+        println!(
+            "rate {rate:.0}/day, {hours} h: {} events, {} picks ({} false), {} stations; generated in {gen_s:.2} s, tables in {build_s:.2} s",
+            stream.events.len(),
+            picks.len(),
+            stream.n_false(),
+            stream.stations.len()
+        );
+        println!(
+            "  grid {:?} nodes, vote tolerance P/S {:.2}/{:.2} s, decision delay {:.1} s",
+            assoc.grid().n,
+            assoc.vote_tolerance_s()[0],
+            assoc.vote_tolerance_s()[1],
+            assoc.decision_delay_s()
+        );
+        println!(
+            "  events: associated {}, detectable {}, detected {}, precision {:.4}, recall {:.4}, F1 {:.4}",
+            s.n_associated, s.n_detectable, s.n_detected, s.event_precision, s.event_recall, s.event_f1
+        );
+        println!(
+            "  picks:  precision {:.4}, recall {:.4}, F1 {:.4}",
+            s.pick_precision, s.pick_recall, s.pick_f1
+        );
+        println!(
+            "  throughput: {:.0} picks/s wall ({assoc_s:.2} s, one thread)",
+            picks.len() as f64 / assoc_s
+        );
+        if let Some(c) = cpu_s {
+            println!(
+                "  throughput: {:.0} picks/s of thread CPU time ({c:.2} s)",
+                picks.len() as f64 / c
+            );
+        }
+        println!("  stats: {:?}", assoc.stats());
+    }
+}
