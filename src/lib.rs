@@ -10,6 +10,8 @@
 //! - [`velocity`]: velocity models (1-D layered, constant gradient, 3-D grid).
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
+//! - [`locate`]: the Bayesian locator (robust likelihood, first estimate, SVGD, summary).
+//! - [`synth`]: synthetic events and picks with known truth.
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
 //! - [`waveform`]: miniSEED 2 records in and out (miniseed-rs), traces, synthetic seismograms.
 //! - [`picker`]: streaming STA/LTA + AIC picker, P on verticals and S on horizontals.
@@ -39,10 +41,12 @@ pub mod daemon;
 pub mod domain;
 pub mod ingest;
 pub mod inventory;
+pub mod locate;
 pub mod metrics;
 pub mod picker;
 pub mod publish;
 pub mod store;
+pub mod synth;
 pub mod traveltime;
 pub mod velocity;
 pub mod waveform;

@@ -5,7 +5,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "eikoloc", version, about = "Real-time earthquake location with eikonal PINN traveltimes and SVGD posteriors")]
+#[command(
+    name = "eikoloc",
+    version,
+    about = "Real-time earthquake location with eikonal PINN traveltimes and SVGD posteriors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +25,12 @@ enum Command {
     SeedlinkPick(cmd::seedlink_pick::Args),
     /// Write synthetic miniSEED waveforms (P and S pulses plus noise) and their true onsets.
     SynthWaveforms(cmd::seedlink_synth::Args),
+    /// Inspect trained traveltime networks (`model check DIR`).
+    Model(cmd::model::Args),
+    /// Locate the events of a picks CSV (SVGD posterior), one catalog row per event.
+    Locate(cmd::locate::Args),
+    /// Synthetic events and picks with known truth.
+    Synth(cmd::synth::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +40,9 @@ fn main() -> std::process::ExitCode {
         Command::SeedlinkServe(a) => cmd::seedlink_serve::run(a),
         Command::SeedlinkPick(a) => cmd::seedlink_pick::run(a),
         Command::SynthWaveforms(a) => cmd::seedlink_synth::run(a),
+        Command::Model(a) => cmd::model::run(a),
+        Command::Locate(a) => cmd::locate::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,8 @@
 //! One module per subcommand: argument struct and `run`.
 
+pub mod model;
+pub mod locate;
+pub mod synth;
 pub mod traveltime;
 pub mod seedlink_log;
 pub mod seedlink_pick;

@@ -104,8 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 })
                 .collect::<anyhow::Result<_>>()?
         }
-        // Wired by the network work (src/traveltime/pinn.rs).
-        (None, Some(dir)) => bail!("--model {}: trained-network traveltimes are not available yet", dir.display()),
+        (None, Some(dir)) => network_times(dir, &velocity, &pairs)?,
         // clap's "engine" group makes exactly one of them present
         _ => bail!("give exactly one of --solver or --model"),
     };
@@ -117,6 +116,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Traveltimes from a trained network (burn-free evaluator), after checking that it was trained
+/// for this velocity model and covers every row.
+fn network_times(
+    dir: &Path,
+    velocity: &eikoloc::velocity::LayeredModel,
+    pairs: &[Pair],
+) -> anyhow::Result<Vec<f64>> {
+    use eikoloc::domain::LocalPoint;
+    use eikoloc::traveltime::pinn::ModelBounds;
+    use eikoloc::velocity::VelocityModel;
+    let model = eikoloc::traveltime::PinnModel::load(dir)?;
+    let fold = |f: fn(&Pair) -> f64| {
+        pairs
+            .iter()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            })
+    };
+    let (_, r_max) = fold(|p| p.distance_km);
+    let (zs0, zs1) = fold(|p| p.source_depth_km);
+    let (zr0, zr1) = fold(|p| p.receiver_depth_km);
+    if !pairs.is_empty() {
+        let needed = ModelBounds {
+            max_distance_km: r_max,
+            source_depth_min_km: zs0,
+            source_depth_max_km: zs1,
+            receiver_depth_min_km: zr0,
+            receiver_depth_max_km: zr1,
+        };
+        model.check_compatible(&velocity.content_hash(), &needed)?;
+    }
+    let rows: Vec<_> = pairs
+        .iter()
+        .map(|p| {
+            (
+                p.phase,
+                LocalPoint::new(p.distance_km, 0.0, p.source_depth_km),
+                LocalPoint::new(0.0, 0.0, p.receiver_depth_km),
+            )
+        })
+        .collect();
+    Ok(model
+        .eval_pairs(&rows, false)?
+        .into_iter()
+        .map(|t| t.t_s)
+        .collect())
 }
 
 /// Reads the pairs file; every error names file, line and field.

@@ -81,7 +81,10 @@ pub struct LocalFrame {
 impl LocalFrame {
     /// A frame centred on `origin`.
     pub fn new(origin: GeoPoint) -> Self {
-        Self { origin, geod: Geodesic::wgs84() }
+        Self {
+            origin,
+            geod: Geodesic::wgs84(),
+        }
     }
 
     /// The frame origin.
@@ -91,8 +94,12 @@ impl LocalFrame {
 
     /// (x east km, y north km) of a geographic point.
     pub fn to_local(&self, p: GeoPoint) -> (f64, f64) {
-        let (s12_m, azi1_deg, _azi2, _a12): (f64, f64, f64, f64) =
-            self.geod.inverse(self.origin.lat_deg, self.origin.lon_deg, p.lat_deg, p.lon_deg);
+        let (s12_m, azi1_deg, _azi2, _a12): (f64, f64, f64, f64) = self.geod.inverse(
+            self.origin.lat_deg,
+            self.origin.lon_deg,
+            p.lat_deg,
+            p.lon_deg,
+        );
         let az = azi1_deg.to_radians();
         let d_km = s12_m / 1000.0;
         (d_km * az.sin(), d_km * az.cos())
@@ -106,14 +113,19 @@ impl LocalFrame {
         }
         let azi_deg = x_km.atan2(y_km).to_degrees();
         let (lat, lon): (f64, f64) =
-            self.geod.direct(self.origin.lat_deg, self.origin.lon_deg, azi_deg, d_m);
-        GeoPoint { lat_deg: lat, lon_deg: lon }
+            self.geod
+                .direct(self.origin.lat_deg, self.origin.lon_deg, azi_deg, d_m);
+        GeoPoint {
+            lat_deg: lat,
+            lon_deg: lon,
+        }
     }
 
     /// Geodesic distance (km) and azimuth from `a` to `b` (degrees east of north).
     pub fn distance_azimuth(&self, a: GeoPoint, b: GeoPoint) -> (f64, f64) {
-        let (s12_m, azi1, _azi2, _a12): (f64, f64, f64, f64) =
-            self.geod.inverse(a.lat_deg, a.lon_deg, b.lat_deg, b.lon_deg);
+        let (s12_m, azi1, _azi2, _a12): (f64, f64, f64, f64) = self
+            .geod
+            .inverse(a.lat_deg, a.lon_deg, b.lat_deg, b.lon_deg);
         (s12_m / 1000.0, azi1.rem_euclid(360.0))
     }
 }
@@ -125,10 +137,19 @@ mod tests {
     #[test]
     fn round_trip_to_300_km() {
         let f = LocalFrame::new(GeoPoint::new(35.7, -117.5).unwrap());
-        for &(x, y) in &[(0.0, 0.0), (300.0, 0.0), (-212.0, 212.0), (10.0, -299.0), (0.001, 0.0)] {
+        for &(x, y) in &[
+            (0.0, 0.0),
+            (300.0, 0.0),
+            (-212.0, 212.0),
+            (10.0, -299.0),
+            (0.001, 0.0),
+        ] {
             let g = f.to_geo(x, y);
             let (x2, y2) = f.to_local(g);
-            assert!((x - x2).abs() < 1e-6 && (y - y2).abs() < 1e-6, "{x},{y} -> {x2},{y2}");
+            assert!(
+                (x - x2).abs() < 1e-6 && (y - y2).abs() < 1e-6,
+                "{x},{y} -> {x2},{y2}"
+            );
         }
     }
 

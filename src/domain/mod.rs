@@ -7,8 +7,10 @@ pub mod pick;
 pub mod station;
 pub mod time;
 
-pub use event::{Arrival, ConfidenceEllipsoid, Event, HorizontalEllipse, Origin, OriginUncertainty};
+pub use event::{
+    Arrival, ConfidenceEllipsoid, Event, HorizontalEllipse, Origin, OriginUncertainty,
+};
 pub use geo::{GeoError, GeoPoint, LocalFrame, LocalPoint};
 pub use pick::{Phase, PhaseError, Pick};
 pub use station::{Station, StationCode, StationInventory};
-pub use time::{parse_utc, format_utc, TimeError, UtcTime};
+pub use time::{format_utc, parse_utc, TimeError, UtcTime};

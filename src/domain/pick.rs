@@ -74,6 +74,12 @@ impl Pick {
     /// A pick with an id derived from its content: `NET.STA.P.<unix micro-seconds>`.
     pub fn new(station: StationCode, phase: Phase, time: UtcTime, uncertainty_s: f64) -> Self {
         let id = format!("{}.{}.{}", station, phase, time.timestamp_micros());
-        Self { id, station, phase, time, uncertainty_s }
+        Self {
+            id,
+            station,
+            phase,
+            time,
+            uncertainty_s,
+        }
     }
 }

@@ -21,7 +21,11 @@ pub struct StationCode {
 impl StationCode {
     /// A code without location.
     pub fn new(network: &str, station: &str) -> Self {
-        Self { network: network.trim().to_string(), station: station.trim().to_string(), location: String::new() }
+        Self {
+            network: network.trim().to_string(),
+            station: station.trim().to_string(),
+            location: String::new(),
+        }
     }
 }
 
@@ -47,7 +51,10 @@ pub struct Station {
 impl Station {
     /// Geographic position.
     pub fn geo(&self) -> GeoPoint {
-        GeoPoint { lat_deg: self.lat_deg, lon_deg: self.lon_deg }
+        GeoPoint {
+            lat_deg: self.lat_deg,
+            lon_deg: self.lon_deg,
+        }
     }
     /// Depth of the station below sea level, km (negative above sea level).
     pub fn depth_km(&self) -> f64 {
@@ -88,7 +95,9 @@ impl StationInventory {
     }
     /// Index of a station by network and station code (location ignored).
     pub fn position(&self, network: &str, station: &str) -> Option<usize> {
-        self.index.get(&(network.to_string(), station.to_string())).copied()
+        self.index
+            .get(&(network.to_string(), station.to_string()))
+            .copied()
     }
     /// Station by network and station code (location ignored).
     pub fn get(&self, network: &str, station: &str) -> Option<&Station> {
@@ -96,6 +105,9 @@ impl StationInventory {
     }
     /// Highest station elevation, m (0 when empty).
     pub fn max_elevation_m(&self) -> f64 {
-        self.stations.iter().map(|s| s.elevation_m).fold(0.0, f64::max)
+        self.stations
+            .iter()
+            .map(|s| s.elevation_m)
+            .fold(0.0, f64::max)
     }
 }

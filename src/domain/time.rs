@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn rejects_garbage_and_the_year_3000() {
         assert!(matches!(parse_utc("yesterday"), Err(TimeError::Parse(_))));
-        assert!(matches!(parse_utc("3000-01-01T00:00:00Z"), Err(TimeError::OutOfRange(_))));
+        assert!(matches!(
+            parse_utc("3000-01-01T00:00:00Z"),
+            Err(TimeError::OutOfRange(_))
+        ));
     }
 
     #[test]

@@ -21,14 +21,21 @@ impl AnalyticModel {
         Self { model }
     }
 
-    fn eval(&self, phase: Phase, s: LocalPoint, r: LocalPoint) -> Result<TimeAndGradient, TraveltimeError> {
+    fn eval(
+        &self,
+        phase: Phase,
+        s: LocalPoint,
+        r: LocalPoint,
+    ) -> Result<TimeAndGradient, TraveltimeError> {
         check_finite(&s)?;
         check_finite(&r)?;
         let (v0, k) = self.model.params(phase);
         let vs = v0 + k * (s.z_km - self.model.z0_km);
         let vr = v0 + k * (r.z_km - self.model.z0_km);
         if vs <= 0.0 || vr <= 0.0 {
-            return Err(TraveltimeError::Other(format!("velocity not positive at source ({vs}) or receiver ({vr})")));
+            return Err(TraveltimeError::Other(format!(
+                "velocity not positive at source ({vs}) or receiver ({vr})"
+            )));
         }
         let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
         let d2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
@@ -44,7 +51,10 @@ impl AnalyticModel {
                 }
             }
             g[2] -= 0.5 * t * k / vs;
-            return Ok(TimeAndGradient { t_s: t, grad_s_per_km: g });
+            return Ok(TimeAndGradient {
+                t_s: t,
+                grad_s_per_km: g,
+            });
         }
         let a = 1.0 + eps;
         let ak = k.abs();
@@ -54,7 +64,10 @@ impl AnalyticModel {
         let mut g = [c * d[0] * dt_da, c * d[1] * dt_da, c * d[2] * dt_da];
         // a also depends on the source depth through vs
         g[2] += dt_da * (-eps * k / vs);
-        Ok(TimeAndGradient { t_s: t, grad_s_per_km: g })
+        Ok(TimeAndGradient {
+            t_s: t,
+            grad_s_per_km: g,
+        })
     }
 }
 
@@ -66,10 +79,20 @@ impl TraveltimeModel for AnalyticModel {
             "analytic-gradient".into()
         }
     }
-    fn traveltime_s(&self, phase: Phase, source: LocalPoint, receiver: LocalPoint) -> Result<f64, TraveltimeError> {
+    fn traveltime_s(
+        &self,
+        phase: Phase,
+        source: LocalPoint,
+        receiver: LocalPoint,
+    ) -> Result<f64, TraveltimeError> {
         Ok(self.eval(phase, source, receiver)?.t_s)
     }
-    fn traveltime_and_gradient(&self, phase: Phase, source: LocalPoint, receiver: LocalPoint) -> Result<TimeAndGradient, TraveltimeError> {
+    fn traveltime_and_gradient(
+        &self,
+        phase: Phase,
+        source: LocalPoint,
+        receiver: LocalPoint,
+    ) -> Result<TimeAndGradient, TraveltimeError> {
         self.eval(phase, source, receiver)
     }
 }
@@ -86,7 +109,9 @@ mod tests {
             let mut b = a;
             a[k] += h;
             b[k] -= h;
-            g[k] = (m.traveltime_s(p, LocalPoint::from_array(a), r).unwrap() - m.traveltime_s(p, LocalPoint::from_array(b), r).unwrap()) / (2.0 * h);
+            g[k] = (m.traveltime_s(p, LocalPoint::from_array(a), r).unwrap()
+                - m.traveltime_s(p, LocalPoint::from_array(b), r).unwrap())
+                / (2.0 * h);
         }
         g
     }
@@ -94,7 +119,13 @@ mod tests {
     #[test]
     fn homogeneous_is_distance_over_velocity() {
         let m = AnalyticModel::new(GradientModel::homogeneous(6.0, 3.5).unwrap());
-        let t = m.traveltime_s(Phase::S, LocalPoint::new(3.0, 4.0, 12.0), LocalPoint::new(0.0, 0.0, 0.0)).unwrap();
+        let t = m
+            .traveltime_s(
+                Phase::S,
+                LocalPoint::new(3.0, 4.0, 12.0),
+                LocalPoint::new(0.0, 0.0, 0.0),
+            )
+            .unwrap();
         assert!((t - 13.0 / 3.5).abs() < 1e-12);
     }
 
@@ -102,7 +133,13 @@ mod tests {
     fn vertical_ray_in_gradient_is_log_ratio() {
         // vertical path: T = ln(v_s / v_r) / k, an independent closed form
         let m = AnalyticModel::new(GradientModel::new(0.0, 4.0, 2.3, 0.1, 0.06).unwrap());
-        let t = m.traveltime_s(Phase::P, LocalPoint::new(0.0, 0.0, 20.0), LocalPoint::new(0.0, 0.0, 0.0)).unwrap();
+        let t = m
+            .traveltime_s(
+                Phase::P,
+                LocalPoint::new(0.0, 0.0, 20.0),
+                LocalPoint::new(0.0, 0.0, 0.0),
+            )
+            .unwrap();
         assert!((t - (6.0f64 / 4.0).ln() / 0.1).abs() < 1e-10, "{t}");
     }
 
@@ -111,14 +148,25 @@ mod tests {
         for k in [0.0, 1e-9, 0.05, 0.3] {
             let m = AnalyticModel::new(GradientModel::new(0.0, 5.0, 2.9, k, k * 0.6).unwrap());
             for (s, r) in [
-                (LocalPoint::new(10.0, -3.0, 8.0), LocalPoint::new(0.0, 0.0, -1.0)),
-                (LocalPoint::new(-80.0, 20.0, 25.0), LocalPoint::new(1.0, 2.0, 0.3)),
+                (
+                    LocalPoint::new(10.0, -3.0, 8.0),
+                    LocalPoint::new(0.0, 0.0, -1.0),
+                ),
+                (
+                    LocalPoint::new(-80.0, 20.0, 25.0),
+                    LocalPoint::new(1.0, 2.0, 0.3),
+                ),
             ] {
                 for p in Phase::ALL {
                     let g = m.traveltime_and_gradient(p, s, r).unwrap().grad_s_per_km;
                     let f = fd(&m, p, s, r);
                     for i in 0..3 {
-                        assert!((g[i] - f[i]).abs() < 1e-6, "k {k} {p} comp {i}: {} vs {}", g[i], f[i]);
+                        assert!(
+                            (g[i] - f[i]).abs() < 1e-6,
+                            "k {k} {p} comp {i}: {} vs {}",
+                            g[i],
+                            f[i]
+                        );
                     }
                 }
             }

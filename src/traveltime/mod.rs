@@ -8,10 +8,13 @@ pub mod analytic;
 pub mod eikonal;
 pub mod grid;
 pub mod layered_exact;
+pub mod pinn;
+pub mod pinn_check;
 
 pub use analytic::AnalyticModel;
 pub use grid::{GridTraveltime, GridTraveltimeConfig, RadialTime};
 pub use layered_exact::{ArrivalPath, LayeredExact, RadialArrival};
+pub use pinn::PinnModel;
 
 use crate::domain::{LocalPoint, Phase};
 use thiserror::Error;
@@ -20,7 +23,12 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum TraveltimeError {
     #[error("{what} at ({x_km:.3}, {y_km:.3}, {z_km:.3}) km is outside the model box")]
-    OutsideModel { what: &'static str, x_km: f64, y_km: f64, z_km: f64 },
+    OutsideModel {
+        what: &'static str,
+        x_km: f64,
+        y_km: f64,
+        z_km: f64,
+    },
     #[error("non-finite coordinate")]
     NonFinite,
     #[error("phase {0} is not available in this model")]
@@ -53,7 +61,12 @@ pub trait TraveltimeModel: Send + Sync {
     fn name(&self) -> String;
 
     /// First-arrival traveltime of `phase` from `source` to `receiver`, s.
-    fn traveltime_s(&self, phase: Phase, source: LocalPoint, receiver: LocalPoint) -> Result<f64, TraveltimeError>;
+    fn traveltime_s(
+        &self,
+        phase: Phase,
+        source: LocalPoint,
+        receiver: LocalPoint,
+    ) -> Result<f64, TraveltimeError>;
 
     /// Traveltime and dT/dsource. The default is a central difference with a 1 m step;
     /// implementations with an analytic gradient override it.
@@ -75,7 +88,10 @@ pub trait TraveltimeModel: Send + Sync {
             let tb = self.traveltime_s(phase, LocalPoint::from_array(b), receiver)?;
             *g = (ta - tb) / (2.0 * h);
         }
-        Ok(TimeAndGradient { t_s, grad_s_per_km: grad })
+        Ok(TimeAndGradient {
+            t_s,
+            grad_s_per_km: grad,
+        })
     }
 
     /// All (source, receiver) pairs, row-major: `out[i * receivers.len() + j]` is source i to
@@ -87,10 +103,15 @@ pub trait TraveltimeModel: Send + Sync {
         receivers: &[Receiver],
         out: &mut [TimeAndGradient],
     ) -> Result<(), TraveltimeError> {
-        assert_eq!(out.len(), sources.len() * receivers.len(), "output buffer size");
+        assert_eq!(
+            out.len(),
+            sources.len() * receivers.len(),
+            "output buffer size"
+        );
         for (i, s) in sources.iter().enumerate() {
             for (j, r) in receivers.iter().enumerate() {
-                out[i * receivers.len() + j] = self.traveltime_and_gradient(r.phase, *s, r.position)?;
+                out[i * receivers.len() + j] =
+                    self.traveltime_and_gradient(r.phase, *s, r.position)?;
             }
         }
         Ok(())
@@ -99,12 +120,25 @@ pub trait TraveltimeModel: Send + Sync {
 
 /// Converts a cylindrically symmetric answer (T, dT/dr, dT/dz_source) into the Cartesian
 /// gradient for a source and receiver; r is the horizontal source-receiver distance.
-pub fn radial_to_cartesian(t_s: f64, dt_dr: f64, dt_dzs: f64, source: LocalPoint, receiver: LocalPoint) -> TimeAndGradient {
+pub fn radial_to_cartesian(
+    t_s: f64,
+    dt_dr: f64,
+    dt_dzs: f64,
+    source: LocalPoint,
+    receiver: LocalPoint,
+) -> TimeAndGradient {
     let dx = source.x_km - receiver.x_km;
     let dy = source.y_km - receiver.y_km;
     let r = dx.hypot(dy);
-    let (ux, uy) = if r > 1e-12 { (dx / r, dy / r) } else { (0.0, 0.0) };
-    TimeAndGradient { t_s, grad_s_per_km: [dt_dr * ux, dt_dr * uy, dt_dzs] }
+    let (ux, uy) = if r > 1e-12 {
+        (dx / r, dy / r)
+    } else {
+        (0.0, 0.0)
+    };
+    TimeAndGradient {
+        t_s,
+        grad_s_per_km: [dt_dr * ux, dt_dr * uy, dt_dzs],
+    }
 }
 
 /// Rejects non-finite coordinates early, so no solver sees a NaN.

@@ -23,10 +23,22 @@ pub struct GradientModel {
 impl GradientModel {
     /// Checked model.
     pub fn new(z0_km: f64, vp0: f64, vs0: f64, gp: f64, gs: f64) -> Result<Self, VelocityError> {
-        if ![z0_km, vp0, vs0, gp, gs].iter().all(|v| v.is_finite()) || vp0 <= 0.0 || vs0 <= 0.0 || vs0 >= vp0 {
-            return Err(VelocityError::Invalid(format!("gradient model needs finite 0 < vs0 < vp0 (got vp0 {vp0}, vs0 {vs0})")));
+        if ![z0_km, vp0, vs0, gp, gs].iter().all(|v| v.is_finite())
+            || vp0 <= 0.0
+            || vs0 <= 0.0
+            || vs0 >= vp0
+        {
+            return Err(VelocityError::Invalid(format!(
+                "gradient model needs finite 0 < vs0 < vp0 (got vp0 {vp0}, vs0 {vs0})"
+            )));
         }
-        Ok(Self { z0_km, vp0_km_s: vp0, vs0_km_s: vs0, gradient_p_per_s: gp, gradient_s_per_s: gs })
+        Ok(Self {
+            z0_km,
+            vp0_km_s: vp0,
+            vs0_km_s: vs0,
+            gradient_p_per_s: gp,
+            gradient_s_per_s: gs,
+        })
     }
     /// A homogeneous medium.
     pub fn homogeneous(vp: f64, vs: f64) -> Result<Self, VelocityError> {

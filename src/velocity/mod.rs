@@ -19,9 +19,17 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum VelocityError {
     #[error("{file}: cannot read: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{file}:{line}: field {field:?}: {message}")]
-    Field { file: PathBuf, line: usize, field: String, message: String },
+    Field {
+        file: PathBuf,
+        line: usize,
+        field: String,
+        message: String,
+    },
     #[error("{file}: {message}")]
     File { file: PathBuf, message: String },
     #[error("invalid velocity model: {0}")]

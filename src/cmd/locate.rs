@@ -1,0 +1,462 @@
+//! `eikoloc locate`: locate every event of a picks CSV with the SVGD locator; one catalog
+//! row per event (located or not, with its input problems), optional QuakeML-shaped JSON
+//! posterior particles.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use eikoloc::catalog::csv::{read_picks_file, PicksCsvOptions};
+use eikoloc::config::ResolvedStationConfig;
+use eikoloc::domain::{format_utc, GeoPoint, LocalFrame, LocalPoint, StationInventory};
+use eikoloc::locate::event::{locate_picks, EventOutcome};
+use eikoloc::locate::{
+    LikelihoodKind, LocateConfig, OriginTimeMode, RadialTableModel, SearchBox, TableGrid,
+};
+use eikoloc::traveltime::{Receiver, TraveltimeModel};
+use eikoloc::velocity::{GradientModel, LayeredModel};
+
+/// Arguments of `eikoloc locate`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Station configuration folder (`station-configs/NAME`): stations, velocity, frame, box.
+    #[arg(long, conflicts_with_all = ["stations", "velocity"])]
+    pub config: Option<PathBuf>,
+    /// Station file (CSV `network,station,lat,lon,elev_m` or StationXML), with `--velocity`.
+    #[arg(long, requires = "velocity")]
+    pub stations: Option<PathBuf>,
+    /// 1-D velocity model CSV (`depth_top_km,vp_km_s,vs_km_s`), with `--stations`.
+    #[arg(long, requires = "stations")]
+    pub velocity: Option<PathBuf>,
+    /// Trained network folder (`trained-models/NAME`).
+    #[arg(long, conflicts_with = "traveltime")]
+    pub model: Option<PathBuf>,
+    /// Traveltime engine instead of a network: `exact` (1-D layered, from the velocity
+    /// model) or `gradient:VP0,VS0,KP,KS` (analytic constant-gradient medium, z0 = 0).
+    #[arg(long)]
+    pub traveltime: Option<String>,
+    /// Picks CSV (`event_id,network,station,phase,time_iso[,uncertainty_s]`).
+    #[arg(long)]
+    pub picks: PathBuf,
+    /// Output catalog CSV.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output QuakeML file.
+    #[arg(long)]
+    pub quakeml: Option<PathBuf>,
+    /// Output posterior particles, one JSON object per event per line.
+    #[arg(long)]
+    pub posterior: Option<PathBuf>,
+    /// Likelihood: laplace, huber or edt.
+    #[arg(long, default_value = "laplace")]
+    pub likelihood: LikelihoodKind,
+    /// Origin-time elimination: profiled or differential.
+    #[arg(long, default_value = "profiled")]
+    pub origin_time: OriginTimeMode,
+    /// Number of SVGD particles.
+    #[arg(long, default_value_t = LocateConfig::default().n_particles)]
+    pub particles: usize,
+    /// Metropolis refinement steps after SVGD.
+    #[arg(long, default_value_t = LocateConfig::default().mh_steps)]
+    pub mh_steps: usize,
+    /// Model-error floor, s (one sigma).
+    #[arg(long, default_value_t = 0.05)]
+    pub model_error_floor: f64,
+    /// Model error as a fraction of the traveltime (one sigma).
+    #[arg(long, default_value_t = 0.02)]
+    pub model_error_fraction: f64,
+    /// Pick uncertainty where the picks file gives none, s (one sigma).
+    #[arg(long, default_value_t = 0.05)]
+    pub default_uncertainty: f64,
+    /// Picks further than this from the event's median pick time are set aside, s.
+    #[arg(long, default_value_t = 300.0)]
+    pub max_span: f64,
+    /// Deepest hypocentre searched when no config box gives one, km.
+    #[arg(long, default_value_t = 40.0)]
+    pub max_depth: f64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Skip the radial traveltime table (evaluate the model directly; slower).
+    #[arg(long)]
+    pub no_table: bool,
+    /// Table distance spacing, km.
+    #[arg(long, default_value_t = 0.5)]
+    pub table_dr: f64,
+    /// Table depth spacing, km.
+    #[arg(long, default_value_t = 0.25)]
+    pub table_dz: f64,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Stations, velocity, frame and search box, from a config or from the two files.
+pub struct Setup {
+    /// Stations.
+    pub inventory: StationInventory,
+    /// Local positions, inventory order.
+    pub positions: Vec<LocalPoint>,
+    /// 1-D velocity model.
+    pub velocity: LayeredModel,
+    /// Local frame.
+    pub frame: LocalFrame,
+    /// Search box (prior support).
+    pub bbox: SearchBox,
+}
+
+/// Loads stations and velocity, either from `--config` or `--stations` + `--velocity`.
+pub fn setup(
+    config: Option<&Path>,
+    stations: Option<&Path>,
+    velocity: Option<&Path>,
+    max_depth_km: f64,
+) -> anyhow::Result<Setup> {
+    if let Some(c) = config {
+        let r = ResolvedStationConfig::load(c)
+            .with_context(|| format!("loading station config {}", c.display()))?;
+        let top = -r.inventory.max_elevation_m() / 1000.0;
+        let b = r.model_box;
+        // prior: no airquakes above the highest station, whatever the box says
+        let bbox = SearchBox {
+            x_min_km: b.x_min_km,
+            x_max_km: b.x_max_km,
+            y_min_km: b.y_min_km,
+            y_max_km: b.y_max_km,
+            z_min_km: top.max(b.z_min_km),
+            z_max_km: b.z_max_km,
+        };
+        return Ok(Setup {
+            positions: r.station_positions.clone(),
+            inventory: r.inventory,
+            velocity: r.velocity,
+            frame: r.frame,
+            bbox,
+        });
+    }
+    let (Some(s), Some(v)) = (stations, velocity) else {
+        bail!("give --config, or --stations and --velocity")
+    };
+    let inventory = eikoloc::inventory::read_path(s)
+        .with_context(|| format!("reading stations {}", s.display()))?;
+    if inventory.is_empty() {
+        bail!("{}: no stations", s.display());
+    }
+    let velocity = LayeredModel::from_csv_path(v)
+        .with_context(|| format!("reading velocity model {}", v.display()))?;
+    // frame origin: the median station position; box: the stations' extent plus 50 km
+    let mut lats: Vec<f64> = inventory.stations().iter().map(|s| s.lat_deg).collect();
+    let mut lons: Vec<f64> = inventory.stations().iter().map(|s| s.lon_deg).collect();
+    lats.sort_by(|a, b| a.total_cmp(b));
+    lons.sort_by(|a, b| a.total_cmp(b));
+    let frame = LocalFrame::new(GeoPoint::new(lats[lats.len() / 2], lons[lons.len() / 2])?);
+    let positions: Vec<LocalPoint> = inventory
+        .stations()
+        .iter()
+        .map(|s| {
+            let (x, y) = frame.to_local(s.geo());
+            LocalPoint::new(x, y, s.depth_km())
+        })
+        .collect();
+    let f = |g: fn(&LocalPoint) -> f64, m: fn(f64, f64) -> f64, init: f64| {
+        positions.iter().map(g).fold(init, m)
+    };
+    let bbox = SearchBox {
+        x_min_km: f(|p| p.x_km, f64::min, f64::INFINITY) - 50.0,
+        x_max_km: f(|p| p.x_km, f64::max, f64::NEG_INFINITY) + 50.0,
+        y_min_km: f(|p| p.y_km, f64::min, f64::INFINITY) - 50.0,
+        y_max_km: f(|p| p.y_km, f64::max, f64::NEG_INFINITY) + 50.0,
+        z_min_km: -inventory.max_elevation_m() / 1000.0,
+        z_max_km: max_depth_km,
+    };
+    Ok(Setup {
+        inventory,
+        positions,
+        velocity,
+        frame,
+        bbox,
+    })
+}
+
+/// The traveltime engine named on the command line.
+pub fn traveltime_model(
+    model: Option<&Path>,
+    traveltime: Option<&str>,
+    velocity: &LayeredModel,
+) -> anyhow::Result<Arc<dyn TraveltimeModel>> {
+    if let Some(m) = model {
+        bail!("--model {}: the trained-network evaluator is not part of this build yet; use --traveltime exact", m.display());
+    }
+    match traveltime.unwrap_or("exact") {
+        "exact" => Ok(Arc::new(eikoloc::traveltime::LayeredExact::new(
+            velocity.clone(),
+        ))),
+        s if s.starts_with("gradient:") => {
+            let v: Vec<f64> = s["gradient:".len()..]
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .context("gradient:VP0,VS0,KP,KS needs four numbers")?;
+            if v.len() != 4 {
+                bail!("gradient:VP0,VS0,KP,KS needs four numbers, got {}", v.len());
+            }
+            Ok(Arc::new(eikoloc::traveltime::AnalyticModel::new(
+                GradientModel::new(0.0, v[0], v[1], v[2], v[3])?,
+            )))
+        }
+        o => bail!("unknown --traveltime {o:?} (exact, gradient:VP0,VS0,KP,KS)"),
+    }
+}
+
+fn cell(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        String::new()
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let s = setup(
+        a.config.as_deref(),
+        a.stations.as_deref(),
+        a.velocity.as_deref(),
+        a.max_depth,
+    )?;
+    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s.velocity)?;
+    if a.quakeml.is_some() {
+        bail!("--quakeml: the QuakeML writer is not part of this build yet (use --out and --posterior)");
+    }
+    let report = read_picks_file(
+        &a.picks,
+        &PicksCsvOptions {
+            default_uncertainty_s: a.default_uncertainty,
+        },
+    )
+    .with_context(|| format!("reading picks {}", a.picks.display()))?;
+    for p in report.problems.iter().take(20) {
+        eprintln!(
+            "{}:{}: {}: {} (record skipped)",
+            a.picks.display(),
+            p.line,
+            p.field,
+            p.message
+        );
+    }
+    if report.problems.len() > 20 {
+        eprintln!(
+            "... and {} more skipped records",
+            report.problems.len() - 20
+        );
+    }
+    // duplicates the reader skipped still count against their event
+    let mut reader_dups: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
+    for p in &report.problems {
+        if let Some(rest) = p.message.split(" in event ").nth(1) {
+            if p.message.starts_with("duplicate") {
+                let id = rest.split(" (").next().unwrap_or("").to_string();
+                *reader_dups.entry(id).or_default() += 1;
+            }
+        }
+    }
+    let model: Arc<dyn TraveltimeModel> = if a.no_table {
+        model
+    } else {
+        // 1-D models (all engines here) are cylindrically symmetric: tabulate once per
+        // (phase, station depth) for the stations that have picks
+        let mut receivers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for ev in &report.records {
+            for p in &ev.picks {
+                if let Some(i) = s.inventory.position(&p.station.network, &p.station.station) {
+                    if seen.insert((i, p.phase)) {
+                        receivers.push(Receiver {
+                            phase: p.phase,
+                            position: s.positions[i],
+                        });
+                    }
+                }
+            }
+        }
+        let b = &s.bbox;
+        let r_max = s
+            .positions
+            .iter()
+            .flat_map(|p| {
+                [
+                    (b.x_min_km, b.y_min_km),
+                    (b.x_min_km, b.y_max_km),
+                    (b.x_max_km, b.y_min_km),
+                    (b.x_max_km, b.y_max_km),
+                ]
+                .map(|(x, y)| (x - p.x_km).hypot(y - p.y_km))
+            })
+            .fold(0.0, f64::max);
+        let grid = TableGrid {
+            r_max_km: r_max.min(400.0),
+            dr_km: a.table_dr,
+            z_min_km: b.z_min_km,
+            z_max_km: b.z_max_km,
+            dz_km: a.table_dz,
+        };
+        let t = std::time::Instant::now();
+        let tab = RadialTableModel::build(model, grid, &receivers)?;
+        if !a.quiet {
+            eprintln!(
+                "traveltime table: {} receivers, {:.1} s to build",
+                receivers.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        Arc::new(tab)
+    };
+    let config = LocateConfig {
+        likelihood: a.likelihood,
+        origin_time: a.origin_time,
+        n_particles: a.particles,
+        mh_steps: a.mh_steps,
+        model_error_floor_s: a.model_error_floor,
+        model_error_fraction: a.model_error_fraction,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let events = report.records;
+    let pb = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(events.len() as u64)
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events {elapsed} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let pos_of = |net: &str, sta: &str| s.inventory.position(net, sta).map(|i| s.positions[i]);
+    let outcomes: Vec<EventOutcome> = events
+        .par_iter()
+        .enumerate()
+        .map(|(k, ev)| {
+            let mut o = locate_picks(
+                model.as_ref(),
+                &pos_of,
+                &s.frame,
+                &ev.picks,
+                &s.bbox,
+                &config,
+                a.max_span,
+                a.seed.wrapping_add(k as u64),
+                format!("{}/origin/1", ev.event_id),
+            );
+            o.problems.duplicate += reader_dups.get(&ev.event_id).copied().unwrap_or(0);
+            pb.inc(1);
+            o
+        })
+        .collect();
+    pb.finish_and_clear();
+
+    let mut w =
+        csv::Writer::from_path(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    w.write_record([
+        "event_id",
+        "origin_time_iso",
+        "lat",
+        "lon",
+        "depth_km",
+        "h95_major_km",
+        "h95_minor_km",
+        "h95_azimuth_deg",
+        "z95_km",
+        "t0_sigma_s",
+        "rms_s",
+        "gap_deg",
+        "n_picks",
+        "n_outliers",
+        "status",
+        "n_rejected",
+        "problems",
+        "x_km",
+        "y_km",
+        "h68_major_km",
+        "h68_minor_km",
+        "z68_km",
+        "min_distance_km",
+        "map_lat",
+        "map_lon",
+        "map_depth_km",
+    ])?;
+    let mut post_out = match &a.posterior {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let (mut ok, mut failed) = (0usize, 0usize);
+    for (ev, o) in events.iter().zip(&outcomes) {
+        let rej = o.problems.total().to_string();
+        let probs = o.problems.describe();
+        match &o.result {
+            Ok((sum, post)) => {
+                ok += 1;
+                let g = &sum.origin;
+                let u = &g.uncertainty;
+                let map = s.frame.to_geo(post.map_km[0], post.map_km[1]);
+                w.write_record([
+                    ev.event_id.clone(),
+                    format_utc(&g.time),
+                    format!("{:.6}", g.lat_deg),
+                    format!("{:.6}", g.lon_deg),
+                    cell(g.depth_km, 3),
+                    cell(u.horizontal_95.major_km, 3),
+                    cell(u.horizontal_95.minor_km, 3),
+                    cell(u.horizontal_95.azimuth_deg, 1),
+                    cell(u.depth_95_km, 3),
+                    cell(g.time_sigma_s, 3),
+                    cell(g.rms_s, 3),
+                    cell(g.gap_deg, 1),
+                    g.arrivals.len().to_string(),
+                    sum.n_outliers.to_string(),
+                    "located".into(),
+                    rej,
+                    probs,
+                    cell(post.mean_km[0], 3),
+                    cell(post.mean_km[1], 3),
+                    cell(u.horizontal_68.major_km, 3),
+                    cell(u.horizontal_68.minor_km, 3),
+                    cell(u.depth_68_km, 3),
+                    cell(g.min_distance_km, 3),
+                    format!("{:.6}", map.lat_deg),
+                    format!("{:.6}", map.lon_deg),
+                    cell(post.map_km[2], 3),
+                ])?;
+                if let Some(pw) = post_out.as_mut() {
+                    let rec = serde_json::json!({ "event_id": ev.event_id, "reference_time": o.reference_time.map(|t| format_utc(&t)), "origin": g, "posterior": post });
+                    writeln!(pw, "{rec}")?;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                let mut row = vec![ev.event_id.clone()];
+                row.extend(std::iter::repeat_n(String::new(), 11));
+                row.push(ev.picks.len().to_string());
+                row.push(String::new());
+                row.push("not_located".into());
+                row.push(rej);
+                row.push(if probs.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{probs};{e}")
+                });
+                row.extend(std::iter::repeat_n(String::new(), 9));
+                w.write_record(row)?;
+            }
+        }
+    }
+    w.flush()?;
+    eprintln!("{ok} events located, {failed} not located, {} picks records skipped by the reader; model {}", report.problems.len(), model.name());
+    Ok(())
+}

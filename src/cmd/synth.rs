@@ -1,0 +1,214 @@
+//! `eikoloc synth`: synthetic events and picks with known truth, in the picks CSV form the
+//! locator reads plus a truth CSV.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use eikoloc::domain::time::add_seconds;
+use eikoloc::domain::{format_utc, parse_utc};
+use eikoloc::synth::{generate, NoiseKind, SynthConfig};
+
+use super::locate::{setup, traveltime_model};
+
+/// Arguments of `eikoloc synth`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Station configuration folder (`station-configs/NAME`).
+    #[arg(long, conflicts_with_all = ["stations", "velocity"])]
+    pub config: Option<PathBuf>,
+    /// Station file, with `--velocity`.
+    #[arg(long, requires = "velocity")]
+    pub stations: Option<PathBuf>,
+    /// 1-D velocity model CSV, with `--stations`.
+    #[arg(long, requires = "stations")]
+    pub velocity: Option<PathBuf>,
+    /// Trained network folder.
+    #[arg(long, conflicts_with = "traveltime")]
+    pub model: Option<PathBuf>,
+    /// Traveltime engine: `exact` or `gradient:VP0,VS0,KP,KS`.
+    #[arg(long)]
+    pub traveltime: Option<String>,
+    /// Number of events.
+    #[arg(long, default_value_t = 100)]
+    pub events: usize,
+    /// Noise shape: laplace or gaussian.
+    #[arg(long, default_value = "laplace")]
+    pub noise: NoiseKind,
+    /// P noise, one standard deviation, s.
+    #[arg(long, default_value_t = 0.05)]
+    pub p_sigma: f64,
+    /// S noise, one standard deviation, s.
+    #[arg(long, default_value_t = 0.1)]
+    pub s_sigma: f64,
+    /// Probability a P pick is missing.
+    #[arg(long, default_value_t = 0.0)]
+    pub p_missing: f64,
+    /// Probability an S pick is missing.
+    #[arg(long, default_value_t = 0.0)]
+    pub s_missing: f64,
+    /// Fraction of P picks shifted as outliers.
+    #[arg(long, default_value_t = 0.0)]
+    pub p_outliers: f64,
+    /// Fraction of S picks shifted as outliers.
+    #[arg(long, default_value_t = 0.0)]
+    pub s_outliers: f64,
+    /// Smallest outlier shift, s.
+    #[arg(long, default_value_t = 0.4)]
+    pub outlier_min: f64,
+    /// Largest outlier shift, s.
+    #[arg(long, default_value_t = 1.4)]
+    pub outlier_max: f64,
+    /// Only these stations (comma-separated NET.STA); default all.
+    #[arg(long)]
+    pub only_stations: Option<String>,
+    /// Source region `XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX` in local km; default the search box
+    /// shrunk to the stations' extent and 0..20 km depth.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Origin time of the first event; events follow every 10 minutes.
+    #[arg(long, default_value = "2020-01-01T00:00:00Z")]
+    pub start: String,
+    /// Deepest hypocentre searched when no config box gives one, km.
+    #[arg(long, default_value_t = 40.0)]
+    pub max_depth: f64,
+    /// Output picks CSV.
+    #[arg(long)]
+    pub picks_out: PathBuf,
+    /// Output truth CSV (`event_id,origin_time_iso,lat,lon,depth_km,x_km,y_km`).
+    #[arg(long)]
+    pub truth_out: PathBuf,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs the subcommand.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let s = setup(
+        a.config.as_deref(),
+        a.stations.as_deref(),
+        a.velocity.as_deref(),
+        a.max_depth,
+    )?;
+    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s.velocity)?;
+    let mut idx: Vec<usize> = (0..s.inventory.len()).collect();
+    if let Some(list) = &a.only_stations {
+        idx.clear();
+        for code in list.split(',') {
+            let (net, sta) = code
+                .trim()
+                .split_once('.')
+                .with_context(|| format!("station {code:?} is not NET.STA"))?;
+            idx.push(
+                s.inventory
+                    .position(net, sta)
+                    .with_context(|| format!("station {code} is not in the inventory"))?,
+            );
+        }
+    }
+    let stations: Vec<_> = idx.iter().map(|&i| s.positions[i]).collect();
+    let region = match &a.region {
+        Some(r) => {
+            let v: Vec<f64> = r
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .context("--region needs six numbers")?;
+            if v.len() != 6 {
+                bail!("--region needs six numbers, got {}", v.len());
+            }
+            [v[0], v[1], v[2], v[3], v[4], v[5]]
+        }
+        None => {
+            let fx = |f: fn(f64, f64) -> f64, g: fn(&eikoloc::domain::LocalPoint) -> f64, init| {
+                stations.iter().map(g).fold(init, f)
+            };
+            [
+                fx(f64::min, |p| p.x_km, f64::INFINITY).max(s.bbox.x_min_km),
+                fx(f64::max, |p| p.x_km, f64::NEG_INFINITY).min(s.bbox.x_max_km),
+                fx(f64::min, |p| p.y_km, f64::INFINITY).max(s.bbox.y_min_km),
+                fx(f64::max, |p| p.y_km, f64::NEG_INFINITY).min(s.bbox.y_max_km),
+                s.bbox.z_min_km.max(0.0),
+                20.0f64.min(s.bbox.z_max_km),
+            ]
+        }
+    };
+    let cfg = SynthConfig {
+        n_events: a.events,
+        noise: a.noise,
+        p_sigma_s: a.p_sigma,
+        s_sigma_s: a.s_sigma,
+        p_missing: a.p_missing,
+        s_missing: a.s_missing,
+        p_outlier_fraction: a.p_outliers,
+        s_outlier_fraction: a.s_outliers,
+        outlier_range_s: (a.outlier_min, a.outlier_max),
+        x_range_km: (region[0], region[1]),
+        y_range_km: (region[2], region[3]),
+        z_range_km: (region[4], region[5]),
+        seed: a.seed,
+    };
+    let events = generate(model.as_ref(), &stations, &cfg)?;
+    let start = parse_utc(&a.start)?;
+    let mut pw = csv::Writer::from_path(&a.picks_out)
+        .with_context(|| format!("creating {}", a.picks_out.display()))?;
+    pw.write_record([
+        "event_id",
+        "network",
+        "station",
+        "phase",
+        "time_iso",
+        "uncertainty_s",
+        "is_outlier",
+        "true_tt_s",
+    ])?;
+    let mut tw = csv::Writer::from_path(&a.truth_out)
+        .with_context(|| format!("creating {}", a.truth_out.display()))?;
+    tw.write_record([
+        "event_id",
+        "origin_time_iso",
+        "lat",
+        "lon",
+        "depth_km",
+        "x_km",
+        "y_km",
+    ])?;
+    for (k, ev) in events.iter().enumerate() {
+        let id = format!("syn{:06}", k + 1);
+        let t0 = add_seconds(&start, 600.0 * k as f64);
+        let g = s.frame.to_geo(ev.truth_km[0], ev.truth_km[1]);
+        tw.write_record([
+            id.clone(),
+            format_utc(&t0),
+            format!("{:.6}", g.lat_deg),
+            format!("{:.6}", g.lon_deg),
+            format!("{:.4}", ev.truth_km[2]),
+            format!("{:.4}", ev.truth_km[0]),
+            format!("{:.4}", ev.truth_km[1]),
+        ])?;
+        for p in &ev.picks {
+            let st = &s.inventory.stations()[idx[p.station]];
+            pw.write_record([
+                id.clone(),
+                st.code.network.clone(),
+                st.code.station.clone(),
+                p.phase.to_string(),
+                format_utc(&add_seconds(&t0, p.t_s)),
+                format!("{}", p.sigma_s),
+                u8::from(p.outlier).to_string(),
+                format!("{:.6}", p.true_tt_s),
+            ])?;
+        }
+    }
+    pw.flush()?;
+    tw.flush()?;
+    eprintln!(
+        "{} events, {} picks written to {}; truth in {}",
+        events.len(),
+        events.iter().map(|e| e.picks.len()).sum::<usize>(),
+        a.picks_out.display(),
+        a.truth_out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,1184 @@
+//! Fast, burn-free evaluation of a trained eikonal network: T and dT/d(source) for N sources x
+//! M receivers, the locator's hot path.
+//!
+//! The network learns tau in the factored traveltime T = T0 * tau with T0 = D / v_ref(phase),
+//! D the straight source-receiver distance (km) and v_ref a per-phase reference velocity (km/s),
+//! so the point-source singularity lives in T0 and tau is smooth and O(1).
+//!
+//! Artifact layout (`trained-models/NAME/`), written by `eikoloc train`:
+//! - `manifest.json`: [`PinnManifest`] (architecture, input scaling, velocity model hash, box
+//!   bounds, phases, training settings, validation errors, burn version, weight layout).
+//! - `weights.f32`: every weight and bias as raw little-endian f32, concatenated; where each
+//!   tensor starts (in f32 elements) and its shape are in the manifest's `nets[].layers[]`.
+//!   Weight matrices are row-major `[d_in, d_out]` (burn's `Linear` layout), so a layer is
+//!   `z = a W + b`.
+//! - `net-P.bpk`, `net-S.bpk` or `net.bpk`: burn's own burnpack of the same weights, for
+//!   reloading into the trainer (checkpoints, fine-tuning); the evaluator never reads them.
+//!
+//! Forward pass for a block of B rows: inputs `[B, d_in]` -> hidden ELU layers `[B, h]` ->
+//! linear output `[B, 1]` (tau). dT/d(source) comes from one reverse-mode pass through the
+//! same layers (about 2x a forward, against 4x for three forward tangents).
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::{check_finite, Receiver, TimeAndGradient, TraveltimeError, TraveltimeModel};
+use crate::domain::{LocalPoint, Phase};
+
+/// Version of the artifact layout this evaluator reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a trained model cannot be loaded or used.
+#[derive(Debug, Error)]
+pub enum PinnError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: invalid manifest: {message}")]
+    Manifest { file: PathBuf, message: String },
+    #[error("{file}: {message}")]
+    Weights { file: PathBuf, message: String },
+    #[error(
+        "model {dir} was trained for velocity model {trained} but the config's velocity model hashes to {configured}: retrain it with `eikoloc train`"
+    )]
+    VelocityMismatch {
+        dir: PathBuf,
+        trained: String,
+        configured: String,
+    },
+    #[error("model {dir} covers {trained} but the config needs {configured}: retrain it with `eikoloc train`")]
+    BoundsMismatch {
+        dir: PathBuf,
+        trained: String,
+        configured: String,
+    },
+}
+
+/// What the network takes as input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// Cylindrical symmetry (1-D velocity): (horizontal distance km, source depth km, receiver depth km).
+    Radial1d,
+    /// Full 3-D: (source x, y, z, receiver x, y, z), km.
+    Cartesian3d,
+}
+
+impl InputKind {
+    /// Number of geometric coordinates fed to the network.
+    pub fn n_coords(self) -> usize {
+        match self {
+            InputKind::Radial1d => 3,
+            InputKind::Cartesian3d => 6,
+        }
+    }
+}
+
+/// How P and S are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseMode {
+    /// One network per phase.
+    Separate,
+    /// One network with an extra input: -1 for P, +1 for S.
+    Input,
+}
+
+/// Network shape: inputs, hidden ELU layers, one linear output (tau).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// Input coordinates.
+    pub inputs: InputKind,
+    /// Widths of the hidden layers.
+    pub hidden: Vec<usize>,
+    /// Activation of the hidden layers (only `elu` is implemented).
+    pub activation: String,
+    /// P and S as two nets or as an input.
+    pub phase_mode: PhaseMode,
+}
+
+impl Architecture {
+    /// Number of network inputs (coordinates plus the phase input, if any).
+    pub fn d_in(&self) -> usize {
+        self.inputs.n_coords() + usize::from(self.phase_mode == PhaseMode::Input)
+    }
+    /// Layer widths from input to output, e.g. `[3, 32, 32, 1]`.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w = vec![self.d_in()];
+        w.extend(&self.hidden);
+        w.push(1);
+        w
+    }
+    /// Parameters of one network.
+    pub fn n_params(&self) -> usize {
+        self.widths().windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+    }
+    /// Short label, e.g. `radial1d-32x4-separate`.
+    pub fn label(&self) -> String {
+        let kind = match self.inputs {
+            InputKind::Radial1d => "radial1d",
+            InputKind::Cartesian3d => "cartesian3d",
+        };
+        let mode = match self.phase_mode {
+            PhaseMode::Separate => "separate",
+            PhaseMode::Input => "phase-input",
+        };
+        let h = if self.hidden.iter().all(|&w| w == self.hidden[0]) {
+            format!("{}x{}", self.hidden[0], self.hidden.len())
+        } else {
+            self.hidden
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join("-")
+        };
+        format!("{kind}-{h}-{mode}")
+    }
+}
+
+/// The region a model was trained for; queries outside it are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelBounds {
+    /// Largest horizontal source-receiver distance, km.
+    pub max_distance_km: f64,
+    /// Shallowest source depth below sea level, km.
+    pub source_depth_min_km: f64,
+    /// Deepest source depth, km.
+    pub source_depth_max_km: f64,
+    /// Highest receiver (minus its elevation), km below sea level.
+    pub receiver_depth_min_km: f64,
+    /// Lowest receiver, km below sea level.
+    pub receiver_depth_max_km: f64,
+}
+
+impl ModelBounds {
+    /// True when `self` contains `other` (with a 1 m tolerance).
+    pub fn contains(&self, other: &ModelBounds) -> bool {
+        let tol = 1e-3;
+        other.max_distance_km <= self.max_distance_km + tol
+            && other.source_depth_min_km >= self.source_depth_min_km - tol
+            && other.source_depth_max_km <= self.source_depth_max_km + tol
+            && other.receiver_depth_min_km >= self.receiver_depth_min_km - tol
+            && other.receiver_depth_max_km <= self.receiver_depth_max_km + tol
+    }
+    /// Checks finite values and non-empty ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        let v = [
+            self.max_distance_km,
+            self.source_depth_min_km,
+            self.source_depth_max_km,
+            self.receiver_depth_min_km,
+            self.receiver_depth_max_km,
+        ];
+        if !v.iter().all(|x| x.is_finite()) {
+            return Err("non-finite bound".into());
+        }
+        if self.max_distance_km <= 0.0
+            || self.source_depth_max_km <= self.source_depth_min_km
+            || self.receiver_depth_max_km < self.receiver_depth_min_km
+        {
+            return Err(format!("empty box: {self}"));
+        }
+        Ok(())
+    }
+    /// Source and receiver boxes of the 3-D architecture: x, y in [-h, h] with
+    /// h = max_distance / (2 sqrt 2), so every pair is within `max_distance_km`.
+    pub fn cartesian_half_width_km(&self) -> f64 {
+        self.max_distance_km / (2.0 * std::f64::consts::SQRT_2)
+    }
+}
+
+impl ModelBounds {
+    /// The box a network must cover for a station configuration: distances up to the farthest
+    /// station from any box corner (rounded up to 1 km), source depths over the box's z range,
+    /// receiver depths over the stations' (rounded outward to 0.1 km).
+    pub fn for_config(cfg: &crate::config::ResolvedStationConfig) -> Self {
+        let zs: Vec<f64> = cfg.station_positions.iter().map(|p| p.z_km).collect();
+        let zmin = zs.iter().copied().fold(f64::INFINITY, f64::min);
+        let zmax = zs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let (zmin, zmax) = if zmin.is_finite() {
+            ((zmin * 10.0).floor() / 10.0, (zmax * 10.0).ceil() / 10.0)
+        } else {
+            (0.0, 0.0)
+        };
+        let zmax = if zmax <= zmin { zmin + 0.1 } else { zmax };
+        Self {
+            max_distance_km: cfg.max_source_receiver_distance_km().ceil().max(1.0),
+            source_depth_min_km: cfg.model_box.z_min_km,
+            source_depth_max_km: cfg.model_box.z_max_km,
+            receiver_depth_min_km: zmin,
+            receiver_depth_max_km: zmax,
+        }
+    }
+}
+
+impl std::fmt::Display for ModelBounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "distance 0-{} km, source depth {}-{} km, receiver depth {}-{} km",
+            self.max_distance_km,
+            self.source_depth_min_km,
+            self.source_depth_max_km,
+            self.receiver_depth_min_km,
+            self.receiver_depth_max_km
+        )
+    }
+}
+
+/// Affine map from coordinates (km) to network inputs: u = (c - center) / half_width.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputScaling {
+    /// Centre of each coordinate's range, km.
+    pub center_km: Vec<f64>,
+    /// Half width of each coordinate's range, km.
+    pub half_width_km: Vec<f64>,
+}
+
+impl InputScaling {
+    /// The scaling that maps `bounds` onto [-1, 1] for `inputs`.
+    pub fn for_bounds(inputs: InputKind, b: &ModelBounds) -> Self {
+        let mid = |a: f64, c: f64| (0.5 * (a + c), (0.5 * (c - a)).max(0.05));
+        let zs = mid(b.source_depth_min_km, b.source_depth_max_km);
+        let zr = mid(b.receiver_depth_min_km, b.receiver_depth_max_km);
+        let (c, h): (Vec<f64>, Vec<f64>) = match inputs {
+            InputKind::Radial1d => [mid(0.0, b.max_distance_km), zs, zr].into_iter().unzip(),
+            InputKind::Cartesian3d => {
+                let hw = b.cartesian_half_width_km();
+                [(0.0, hw), (0.0, hw), zs, (0.0, hw), (0.0, hw), zr]
+                    .into_iter()
+                    .unzip()
+            }
+        };
+        Self {
+            center_km: c,
+            half_width_km: h,
+        }
+    }
+}
+
+/// Where one dense layer's tensors lie in `weights.f32`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerSpec {
+    /// Input width.
+    pub d_in: usize,
+    /// Output width.
+    pub d_out: usize,
+    /// Offset of the `[d_in, d_out]` row-major weight, in f32 elements.
+    pub weight_offset: usize,
+    /// Offset of the `[d_out]` bias, in f32 elements.
+    pub bias_offset: usize,
+}
+
+/// One network of the artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSpec {
+    /// The phase this net serves; `None` for a shared net with a phase input.
+    pub phase: Option<Phase>,
+    /// Dense layers, input first; all but the last use the activation.
+    pub layers: Vec<LayerSpec>,
+    /// burn's burnpack file of the same weights (for reloading into the trainer).
+    pub burnpack: Option<String>,
+}
+
+/// Velocity model identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VelocityInfo {
+    /// Kind (`layered`, `gradient`).
+    pub kind: String,
+    /// [`crate::velocity::VelocityModel::content_hash`].
+    pub hash: String,
+    /// The layers, when the model is 1-D layered (so `model check` can rebuild the exact reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layered: Option<crate::velocity::LayeredModel>,
+    /// The parameters, when the model is a constant gradient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient: Option<crate::velocity::GradientModel>,
+}
+
+impl VelocityInfo {
+    /// Identity of a layered model.
+    pub fn layered(m: &crate::velocity::LayeredModel) -> Self {
+        use crate::velocity::VelocityModel;
+        Self {
+            kind: "layered".into(),
+            hash: m.content_hash(),
+            layered: Some(m.clone()),
+            gradient: None,
+        }
+    }
+    /// Identity of a constant-gradient model.
+    pub fn gradient(m: &crate::velocity::GradientModel) -> Self {
+        use crate::velocity::VelocityModel;
+        Self {
+            kind: "gradient".into(),
+            hash: m.content_hash(),
+            layered: None,
+            gradient: Some(*m),
+        }
+    }
+}
+
+/// Settings a model was trained with (kept with the weights so a model travels with what built it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSettings {
+    /// Optimiser steps (per net).
+    pub steps: usize,
+    /// Collocation points per step.
+    pub batch_size: usize,
+    /// Random seed.
+    pub seed: u64,
+    /// Initial Adam learning rate.
+    pub lr_start: f64,
+    /// Final learning rate (exponential decay in between).
+    pub lr_end: f64,
+    /// Weight of the supervised traveltime term (relative error squared).
+    pub w_time: f64,
+    /// Weight of the supervised source-gradient term (relative slowness error squared).
+    pub w_grad: f64,
+    /// Weight of the eikonal residual at the receiver (relative slowness error squared).
+    pub w_eikonal: f64,
+    /// Fraction of collocation points drawn near the source.
+    pub frac_near_source: f64,
+    /// Fraction of source depths drawn near velocity discontinuities.
+    pub frac_near_interface: f64,
+    /// Collocation points are redrawn every this many steps (an epoch).
+    pub steps_per_epoch: usize,
+    /// Wall-clock training time, s (filled in after training).
+    #[serde(default)]
+    pub wall_time_s: f64,
+}
+
+/// Errors on one phase against the reference solver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseErrors {
+    /// Phase.
+    pub phase: Phase,
+    /// Points compared.
+    pub n: usize,
+    /// Relative mean absolute error: mean(|T - T_ref| / T_ref), dimensionless.
+    pub rmae: f64,
+    /// Mean absolute error, s.
+    pub mae_s: f64,
+    /// Median absolute error, s.
+    pub median_abs_s: f64,
+    /// 99th percentile absolute error, s.
+    pub p99_abs_s: f64,
+    /// Largest absolute error, s.
+    pub max_abs_s: f64,
+    /// Median relative error of |dT/d source| against the reference, dimensionless.
+    pub grad_median_rel: f64,
+    /// (upper edge km, mean abs error s, p99 abs error s) per epicentral distance bin.
+    pub by_distance: Vec<DistanceBin>,
+}
+
+/// Errors in one epicentral distance bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistanceBin {
+    /// Lower edge, km.
+    pub from_km: f64,
+    /// Upper edge, km.
+    pub to_km: f64,
+    /// Points in the bin.
+    pub n: usize,
+    /// Mean absolute error, s.
+    pub mae_s: f64,
+    /// 99th percentile absolute error, s.
+    pub p99_abs_s: f64,
+}
+
+/// Validation of a model against a reference solver over its whole box.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationReport {
+    /// Name of the reference (e.g. `exact-1d`).
+    pub reference: String,
+    /// Seed of the validation set.
+    pub seed: u64,
+    /// Per-phase errors.
+    pub phases: Vec<PhaseErrors>,
+}
+
+/// Everything about a trained model but its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PinnManifest {
+    /// Artifact layout version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Model name (the artifact folder name).
+    pub name: String,
+    /// Network shape.
+    pub architecture: Architecture,
+    /// Map from coordinates to network inputs.
+    pub scaling: InputScaling,
+    /// v_ref in T0 = D / v_ref, per phase (P, S), km/s.
+    pub reference_velocity_km_s: [f64; 2],
+    /// Velocity model the net was trained for.
+    pub velocity: VelocityInfo,
+    /// Box the net was trained on.
+    pub bounds: ModelBounds,
+    /// Phases served.
+    pub phases: Vec<Phase>,
+    /// Training settings.
+    pub training: TrainingSettings,
+    /// Validation against the reference at the end of training.
+    pub validation: Option<ValidationReport>,
+    /// burn version used for training.
+    pub burn_version: String,
+    /// Weight file name (raw little-endian f32).
+    pub weights_file: String,
+    /// The networks and where their weights lie.
+    pub nets: Vec<NetSpec>,
+}
+
+/// One dense layer in memory: `z = a W + b`, W row-major `[d_in, d_out]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseLayer {
+    /// Input width.
+    pub d_in: usize,
+    /// Output width.
+    pub d_out: usize,
+    /// Row-major `[d_in, d_out]`.
+    pub weight: Vec<f32>,
+    /// `[d_out]`.
+    pub bias: Vec<f32>,
+}
+
+/// An MLP: ELU on every layer but the last, one scalar output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseNet {
+    /// Layers, input first.
+    pub layers: Vec<DenseLayer>,
+}
+
+/// Scratch buffers for one block of rows, reused across blocks.
+#[derive(Default)]
+struct Workspace {
+    /// Per hidden layer: activations `[B, h]`.
+    act: Vec<Vec<f32>>,
+    /// Per hidden layer: activation derivative `[B, h]` (exp(min(z, 0)) for ELU).
+    dact: Vec<Vec<f32>>,
+    g: Vec<f32>,
+    g2: Vec<f32>,
+    x: Vec<f32>,
+    out: Vec<f32>,
+}
+
+/// e^x for x <= 0, branch-free so the loop vectorises; relative error < 2e-7.
+#[inline(always)]
+fn exp_nonpos(x: f32) -> f32 {
+    let x = x.max(-87.0);
+    // round-to-nearest by the 1.5 * 2^23 trick (no SSE4.1 round instruction needed)
+    let t = x * std::f32::consts::LOG2_E + 12_582_912.0;
+    let n = t - 12_582_912.0;
+    let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    p * scale
+}
+
+/// ELU in place: `z` becomes elu(z); `d` receives elu'(z) = exp(min(z, 0)).
+#[inline]
+fn elu_inplace(z: &mut [f32], d: &mut [f32]) {
+    for (zi, di) in z.iter_mut().zip(d.iter_mut()) {
+        let e = exp_nonpos(zi.min(0.0));
+        *di = e;
+        *zi = if *zi > 0.0 { *zi } else { e - 1.0 };
+    }
+}
+
+/// C[m, n] = A[m, k] B (+ beta C); B given by its strides so W^T costs nothing.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: &mut [f32],
+) {
+    debug_assert!(a.len() >= m * k && c.len() >= m * n);
+    // SAFETY: the slices cover the m x k, k x n (by its strides) and m x n extents checked above.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+impl DenseNet {
+    /// Input width.
+    pub fn d_in(&self) -> usize {
+        self.layers[0].d_in
+    }
+
+    /// Raw outputs (tau) for `n` rows of inputs `x` `[n, d_in]`.
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let mut ws = Workspace::default();
+        let mut out = vec![0.0; n];
+        ws.x = x.to_vec();
+        self.forward_block(&mut ws, n, false);
+        out.copy_from_slice(&ws.out[..n]);
+        out
+    }
+
+    /// Outputs and d(out)/d(input) `[n, d_in]` for `n` rows of `x`.
+    pub fn forward_with_input_grad(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut ws = Workspace::default();
+        ws.x = x.to_vec();
+        self.forward_block(&mut ws, n, true);
+        (ws.out[..n].to_vec(), ws.g[..n * self.d_in()].to_vec())
+    }
+
+    /// Runs `b` rows in `ws.x`; leaves tau in `ws.out` and, if `grad`, dtau/du `[b, d_in]` in `ws.g`.
+    fn forward_block(&self, ws: &mut Workspace, b: usize, grad: bool) {
+        let nl = self.layers.len();
+        ws.act.resize_with(nl - 1, Vec::new);
+        ws.dact.resize_with(nl - 1, Vec::new);
+        // forward: [b, d_in] -> [b, h1] -> ... -> [b, 1]
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (input, dst): (&[f32], &mut Vec<f32>) = if l == 0 {
+                (&ws.x, if nl == 1 { &mut ws.out } else { &mut ws.act[0] })
+            } else if l + 1 == nl {
+                (&ws.act[l - 1], &mut ws.out)
+            } else {
+                let (lo, hi) = ws.act.split_at_mut(l);
+                (&lo[l - 1], &mut hi[0])
+            };
+            dst.resize(b * layer.d_out, 0.0);
+            for row in dst.chunks_exact_mut(layer.d_out) {
+                row.copy_from_slice(&layer.bias);
+            }
+            gemm(
+                b,
+                layer.d_in,
+                layer.d_out,
+                input,
+                &layer.weight,
+                layer.d_out as isize,
+                1,
+                1.0,
+                dst,
+            );
+            if l + 1 < nl {
+                let d = &mut ws.dact[l];
+                d.resize(b * layer.d_out, 0.0);
+                elu_inplace(&mut ws.act[l][..b * layer.d_out], &mut d[..b * layer.d_out]);
+            }
+        }
+        if !grad {
+            return;
+        }
+        // reverse: g = d tau / d a_l, starting from the output layer's weight column
+        let last = &self.layers[nl - 1];
+        ws.g.resize(b * last.d_in, 0.0);
+        for row in ws.g.chunks_exact_mut(last.d_in) {
+            row.copy_from_slice(&last.weight);
+        }
+        for l in (0..nl - 1).rev() {
+            let layer = &self.layers[l];
+            for (gi, di) in ws.g[..b * layer.d_out]
+                .iter_mut()
+                .zip(&ws.dact[l][..b * layer.d_out])
+            {
+                *gi *= di;
+            }
+            // d tau / d a_{l-1} = g W_l^T : [b, d_out] x [d_out, d_in]
+            ws.g2.resize(b * layer.d_in, 0.0);
+            gemm(
+                b,
+                layer.d_out,
+                layer.d_in,
+                &ws.g,
+                &layer.weight,
+                1,
+                layer.d_out as isize,
+                0.0,
+                &mut ws.g2,
+            );
+            std::mem::swap(&mut ws.g, &mut ws.g2);
+        }
+    }
+}
+
+/// A trained traveltime network, loaded from its artifact folder; burn-free.
+#[derive(Debug, Clone)]
+pub struct PinnModel {
+    dir: PathBuf,
+    manifest: PinnManifest,
+    /// Indexed by phase (P, S); both point at the same net in phase-input mode.
+    net_of_phase: [Option<usize>; 2],
+    nets: Vec<DenseNet>,
+}
+
+/// Rows per block: big enough for sgemm to run near peak, small enough to stay in L2.
+const BLOCK_ROWS: usize = 256;
+
+impl PinnModel {
+    /// Loads `dir/manifest.json` and its weight file.
+    pub fn load(dir: &Path) -> Result<Self, PinnError> {
+        let mpath = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&mpath).map_err(|source| PinnError::Io {
+            file: mpath.clone(),
+            source,
+        })?;
+        let manifest: PinnManifest =
+            serde_json::from_str(&text).map_err(|e| PinnError::Manifest {
+                file: mpath.clone(),
+                message: e.to_string(),
+            })?;
+        let wpath = dir.join(&manifest.weights_file);
+        let bytes = std::fs::read(&wpath).map_err(|source| PinnError::Io {
+            file: wpath.clone(),
+            source,
+        })?;
+        if bytes.len() % 4 != 0 {
+            return Err(PinnError::Weights {
+                file: wpath,
+                message: format!("length {} is not a multiple of 4", bytes.len()),
+            });
+        }
+        let flat: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Self::from_parts(dir, manifest, &flat).map_err(|e| match e {
+            PinnError::Manifest { message, .. } => PinnError::Manifest {
+                file: mpath,
+                message,
+            },
+            PinnError::Weights { message, .. } => PinnError::Weights {
+                file: wpath,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Builds a model from a manifest and the flat weight vector it describes (the trainer's
+    /// in-memory path; `dir` is only used in messages).
+    pub fn from_parts(dir: &Path, manifest: PinnManifest, flat: &[f32]) -> Result<Self, PinnError> {
+        let merr = |message: String| PinnError::Manifest {
+            file: dir.join("manifest.json"),
+            message,
+        };
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(merr(format!(
+                "format_version {} (this build reads {FORMAT_VERSION})",
+                manifest.format_version
+            )));
+        }
+        if manifest.architecture.activation != "elu" {
+            return Err(merr(format!(
+                "activation {:?} is not implemented (only elu)",
+                manifest.architecture.activation
+            )));
+        }
+        manifest
+            .bounds
+            .validate()
+            .map_err(|m| merr(format!("bounds: {m}")))?;
+        let nc = manifest.architecture.inputs.n_coords();
+        if manifest.scaling.center_km.len() != nc || manifest.scaling.half_width_km.len() != nc {
+            return Err(merr(format!("scaling needs {nc} centres and half widths")));
+        }
+        if manifest
+            .scaling
+            .half_width_km
+            .iter()
+            .any(|h| !(h.is_finite() && *h > 0.0))
+        {
+            return Err(merr("scaling half widths must be positive".into()));
+        }
+        if manifest
+            .reference_velocity_km_s
+            .iter()
+            .any(|v| !(v.is_finite() && *v > 0.0))
+        {
+            return Err(merr("reference velocities must be positive".into()));
+        }
+        let widths = manifest.architecture.widths();
+        let mut nets = Vec::new();
+        let mut net_of_phase = [None, None];
+        for (k, spec) in manifest.nets.iter().enumerate() {
+            match (manifest.architecture.phase_mode, spec.phase) {
+                (PhaseMode::Separate, Some(p)) => net_of_phase[p.index()] = Some(k),
+                (PhaseMode::Input, None) => net_of_phase = [Some(k), Some(k)],
+                _ => {
+                    return Err(merr(format!(
+                        "net {k}: phase {:?} does not fit phase_mode {:?}",
+                        spec.phase, manifest.architecture.phase_mode
+                    )))
+                }
+            }
+            if spec.layers.len() + 1 != widths.len() {
+                return Err(merr(format!(
+                    "net {k}: {} layers, architecture has {}",
+                    spec.layers.len(),
+                    widths.len() - 1
+                )));
+            }
+            let mut layers = Vec::new();
+            for (l, ls) in spec.layers.iter().enumerate() {
+                if ls.d_in != widths[l] || ls.d_out != widths[l + 1] {
+                    return Err(merr(format!(
+                        "net {k} layer {l}: shape [{}, {}] but architecture says [{}, {}]",
+                        ls.d_in,
+                        ls.d_out,
+                        widths[l],
+                        widths[l + 1]
+                    )));
+                }
+                let take = |off: usize, len: usize| {
+                    flat.get(off..off + len)
+                        .map(|s| s.to_vec())
+                        .ok_or_else(|| PinnError::Weights {
+                            file: dir.join(&manifest.weights_file),
+                            message: format!(
+                                "net {k} layer {l}: elements {off}..{} beyond the file's {}",
+                                off + len,
+                                flat.len()
+                            ),
+                        })
+                };
+                let weight = take(ls.weight_offset, ls.d_in * ls.d_out)?;
+                let bias = take(ls.bias_offset, ls.d_out)?;
+                if weight.iter().chain(&bias).any(|v| !v.is_finite()) {
+                    return Err(PinnError::Weights {
+                        file: dir.join(&manifest.weights_file),
+                        message: format!("net {k} layer {l}: non-finite weight"),
+                    });
+                }
+                layers.push(DenseLayer {
+                    d_in: ls.d_in,
+                    d_out: ls.d_out,
+                    weight,
+                    bias,
+                });
+            }
+            nets.push(DenseNet { layers });
+        }
+        for p in &manifest.phases {
+            if net_of_phase[p.index()].is_none() {
+                return Err(merr(format!("phase {p} is listed but has no net")));
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            net_of_phase,
+            nets,
+        })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &PinnManifest {
+        &self.manifest
+    }
+
+    /// The network serving `phase`, if any.
+    pub fn net(&self, phase: Phase) -> Option<&DenseNet> {
+        self.net_of_phase[phase.index()].map(|k| &self.nets[k])
+    }
+
+    /// Box the model was trained on.
+    pub fn bounds(&self) -> &ModelBounds {
+        &self.manifest.bounds
+    }
+
+    /// Refuses a model trained for another velocity model or a smaller box than the config needs.
+    pub fn check_compatible(
+        &self,
+        velocity_hash: &str,
+        bounds: &ModelBounds,
+    ) -> Result<(), PinnError> {
+        if self.manifest.velocity.hash != velocity_hash {
+            return Err(PinnError::VelocityMismatch {
+                dir: self.dir.clone(),
+                trained: self.manifest.velocity.hash.clone(),
+                configured: velocity_hash.to_string(),
+            });
+        }
+        if !self.manifest.bounds.contains(bounds) {
+            return Err(PinnError::BoundsMismatch {
+                dir: self.dir.clone(),
+                trained: self.manifest.bounds.to_string(),
+                configured: bounds.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Network inputs for one row (coordinates scaled, phase input appended); also returns
+    /// the geometric coordinates.
+    pub fn features(&self, phase: Phase, s: &LocalPoint, r: &LocalPoint, u: &mut [f32]) {
+        let a = &self.manifest.architecture;
+        let sc = &self.manifest.scaling;
+        let coords: [f64; 6];
+        let c: &[f64] = match a.inputs {
+            InputKind::Radial1d => {
+                coords = [s.horizontal_distance_km(r), s.z_km, r.z_km, 0.0, 0.0, 0.0];
+                &coords[..3]
+            }
+            InputKind::Cartesian3d => {
+                coords = [s.x_km, s.y_km, s.z_km, r.x_km, r.y_km, r.z_km];
+                &coords
+            }
+        };
+        for (k, ck) in c.iter().enumerate() {
+            u[k] = ((ck - sc.center_km[k]) / sc.half_width_km[k]) as f32;
+        }
+        if a.phase_mode == PhaseMode::Input {
+            u[c.len()] = if phase == Phase::P { -1.0 } else { 1.0 };
+        }
+    }
+
+    fn check_inside(&self, s: &LocalPoint, r: &LocalPoint) -> Result<(), TraveltimeError> {
+        check_finite(s)?;
+        check_finite(r)?;
+        let b = &self.manifest.bounds;
+        let tol = 1e-6;
+        let horiz_ok = match self.manifest.architecture.inputs {
+            InputKind::Radial1d => s.horizontal_distance_km(r) <= b.max_distance_km + tol,
+            InputKind::Cartesian3d => {
+                let h = b.cartesian_half_width_km() + tol;
+                s.x_km.abs() <= h && s.y_km.abs() <= h
+            }
+        };
+        if !horiz_ok || s.z_km < b.source_depth_min_km - tol || s.z_km > b.source_depth_max_km + tol
+        {
+            return Err(TraveltimeError::OutsideModel {
+                what: "source",
+                x_km: s.x_km,
+                y_km: s.y_km,
+                z_km: s.z_km,
+            });
+        }
+        let rec_h_ok = match self.manifest.architecture.inputs {
+            InputKind::Radial1d => true,
+            InputKind::Cartesian3d => {
+                let h = b.cartesian_half_width_km() + tol;
+                r.x_km.abs() <= h && r.y_km.abs() <= h
+            }
+        };
+        if !rec_h_ok
+            || r.z_km < b.receiver_depth_min_km - tol
+            || r.z_km > b.receiver_depth_max_km + tol
+        {
+            return Err(TraveltimeError::OutsideModel {
+                what: "receiver",
+                x_km: r.x_km,
+                y_km: r.y_km,
+                z_km: r.z_km,
+            });
+        }
+        Ok(())
+    }
+
+    /// Evaluates `rows` (all served by net `k`) into `out`, in parallel blocks.
+    fn eval_rows(
+        &self,
+        k: usize,
+        rows: &[(Phase, LocalPoint, LocalPoint)],
+        grad: bool,
+        out: &mut [TimeAndGradient],
+    ) {
+        let net = &self.nets[k];
+        let d_in = net.d_in();
+        let a = &self.manifest.architecture;
+        let sc = &self.manifest.scaling;
+        let vref = self.manifest.reference_velocity_km_s;
+        out.par_chunks_mut(BLOCK_ROWS)
+            .zip(rows.par_chunks(BLOCK_ROWS))
+            .for_each_init(Workspace::default, |ws, (o, rs)| {
+                let b = rs.len();
+                ws.x.resize(b * d_in, 0.0);
+                for (i, (p, s, r)) in rs.iter().enumerate() {
+                    self.features(*p, s, r, &mut ws.x[i * d_in..(i + 1) * d_in]);
+                }
+                net.forward_block(ws, b, grad);
+                for (i, (p, s, r)) in rs.iter().enumerate() {
+                    let tau = ws.out[i] as f64;
+                    let v = vref[p.index()];
+                    let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
+                    let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+                    let t0 = dist / v;
+                    let mut g = [0.0; 3];
+                    if grad {
+                        let gu = &ws.g[i * d_in..(i + 1) * d_in];
+                        // dT/ds = dT0/ds tau + T0 dtau/ds
+                        let inv = if dist > 1e-9 { 1.0 / (dist * v) } else { 0.0 };
+                        for c in 0..3 {
+                            g[c] = d[c] * inv * tau;
+                        }
+                        match a.inputs {
+                            InputKind::Radial1d => {
+                                let rh = d[0].hypot(d[1]);
+                                let dtau_dr = gu[0] as f64 / sc.half_width_km[0];
+                                if rh > 1e-9 {
+                                    g[0] += t0 * dtau_dr * d[0] / rh;
+                                    g[1] += t0 * dtau_dr * d[1] / rh;
+                                }
+                                g[2] += t0 * gu[1] as f64 / sc.half_width_km[1];
+                            }
+                            InputKind::Cartesian3d => {
+                                for c in 0..3 {
+                                    g[c] += t0 * gu[c] as f64 / sc.half_width_km[c];
+                                }
+                            }
+                        }
+                    }
+                    o[i] = TimeAndGradient {
+                        t_s: t0 * tau,
+                        grad_s_per_km: g,
+                    };
+                }
+            });
+    }
+
+    /// Evaluates arbitrary (phase, source, receiver) rows in one parallel pass per net.
+    pub fn eval_pairs(
+        &self,
+        rows: &[(Phase, LocalPoint, LocalPoint)],
+        grad: bool,
+    ) -> Result<Vec<TimeAndGradient>, TraveltimeError> {
+        for (p, s, r) in rows {
+            if self.net_of_phase[p.index()].is_none() {
+                return Err(TraveltimeError::PhaseUnavailable(*p));
+            }
+            self.check_inside(s, r)?;
+        }
+        let mut out = vec![TimeAndGradient::default(); rows.len()];
+        for k in 0..self.nets.len() {
+            let idx: Vec<usize> = (0..rows.len())
+                .filter(|&i| self.net_of_phase[rows[i].0.index()] == Some(k))
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let mine: Vec<_> = idx.iter().map(|&i| rows[i]).collect();
+            let mut tmp = vec![TimeAndGradient::default(); mine.len()];
+            self.eval_rows(k, &mine, grad, &mut tmp);
+            for (&i, v) in idx.iter().zip(tmp) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn eval_one(
+        &self,
+        phase: Phase,
+        s: LocalPoint,
+        r: LocalPoint,
+        grad: bool,
+    ) -> Result<TimeAndGradient, TraveltimeError> {
+        let k = self.net_of_phase[phase.index()].ok_or(TraveltimeError::PhaseUnavailable(phase))?;
+        self.check_inside(&s, &r)?;
+        let mut out = [TimeAndGradient::default()];
+        self.eval_rows(k, &[(phase, s, r)], grad, &mut out);
+        Ok(out[0])
+    }
+
+    /// Like [`TraveltimeModel::batch_with_gradient`] but `grad` false skips the reverse pass
+    /// (traveltimes only; gradients are left 0).
+    pub fn batch(
+        &self,
+        sources: &[LocalPoint],
+        receivers: &[Receiver],
+        grad: bool,
+        out: &mut [TimeAndGradient],
+    ) -> Result<(), TraveltimeError> {
+        let m = receivers.len();
+        if out.len() != sources.len() * m {
+            return Err(TraveltimeError::Other(format!(
+                "output buffer has {} rows, expected {}",
+                out.len(),
+                sources.len() * m
+            )));
+        }
+        for s in sources {
+            for r in receivers {
+                self.check_inside(s, &r.position)?;
+            }
+        }
+        for r in receivers {
+            if self.net_of_phase[r.phase.index()].is_none() {
+                return Err(TraveltimeError::PhaseUnavailable(r.phase));
+            }
+        }
+        for k in 0..self.nets.len() {
+            let mine: Vec<usize> = (0..m)
+                .filter(|&j| self.net_of_phase[receivers[j].phase.index()] == Some(k))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if mine.len() == m {
+                // every receiver on this net: evaluate straight into `out`
+                let rows: Vec<_> = sources
+                    .iter()
+                    .flat_map(|s| receivers.iter().map(move |r| (r.phase, *s, r.position)))
+                    .collect();
+                self.eval_rows(k, &rows, grad, out);
+                continue;
+            }
+            let rows: Vec<_> = sources
+                .iter()
+                .flat_map(|s| {
+                    mine.iter()
+                        .map(move |&j| (receivers[j].phase, *s, receivers[j].position))
+                })
+                .collect();
+            let mut tmp = vec![TimeAndGradient::default(); rows.len()];
+            self.eval_rows(k, &rows, grad, &mut tmp);
+            for (i, chunk) in tmp.chunks_exact(mine.len()).enumerate() {
+                for (&j, v) in mine.iter().zip(chunk) {
+                    out[i * m + j] = *v;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TraveltimeModel for PinnModel {
+    fn name(&self) -> String {
+        format!("pinn:{}", self.manifest.name)
+    }
+    fn traveltime_s(
+        &self,
+        phase: Phase,
+        source: LocalPoint,
+        receiver: LocalPoint,
+    ) -> Result<f64, TraveltimeError> {
+        Ok(self.eval_one(phase, source, receiver, false)?.t_s)
+    }
+    fn traveltime_and_gradient(
+        &self,
+        phase: Phase,
+        source: LocalPoint,
+        receiver: LocalPoint,
+    ) -> Result<TimeAndGradient, TraveltimeError> {
+        self.eval_one(phase, source, receiver, true)
+    }
+    fn batch_with_gradient(
+        &self,
+        sources: &[LocalPoint],
+        receivers: &[Receiver],
+        out: &mut [TimeAndGradient],
+    ) -> Result<(), TraveltimeError> {
+        self.batch(sources, receivers, true, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate_on_the_elu_range() {
+        let mut worst = 0.0f64;
+        for i in 0..=100_000 {
+            let x = -30.0 * i as f32 / 100_000.0;
+            let e = exp_nonpos(x) as f64;
+            let t = (x as f64).exp();
+            worst = worst.max(((e - t) / t).abs());
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert_eq!(exp_nonpos(0.0), 1.0);
+        assert!(exp_nonpos(-200.0) >= 0.0 && exp_nonpos(-200.0) < 1e-37);
+    }
+
+    fn tiny_net(seed: u64, widths: &[usize]) -> DenseNet {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let layers = widths
+            .windows(2)
+            .map(|w| DenseLayer {
+                d_in: w[0],
+                d_out: w[1],
+                weight: (0..w[0] * w[1]).map(|_| rng.gen_range(-0.8..0.8)).collect(),
+                bias: (0..w[1]).map(|_| rng.gen_range(-0.3..0.3)).collect(),
+            })
+            .collect();
+        DenseNet { layers }
+    }
+
+    /// Straightforward f64 forward, the independent truth for the sgemm path.
+    fn naive(net: &DenseNet, x: &[f32]) -> f64 {
+        let mut a: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        for (l, layer) in net.layers.iter().enumerate() {
+            let mut z: Vec<f64> = layer.bias.iter().map(|&b| b as f64).collect();
+            for i in 0..layer.d_in {
+                for j in 0..layer.d_out {
+                    z[j] += a[i] * layer.weight[i * layer.d_out + j] as f64;
+                }
+            }
+            if l + 1 < net.layers.len() {
+                for v in z.iter_mut() {
+                    *v = if *v > 0.0 { *v } else { v.exp() - 1.0 };
+                }
+            }
+            a = z;
+        }
+        a[0]
+    }
+
+    #[test]
+    fn forward_and_input_gradient_match_a_naive_f64_evaluation() {
+        let net = tiny_net(7, &[3, 16, 16, 1]);
+        let n = 300;
+        let x: Vec<f32> = (0..n * 3)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let (y, g) = net.forward_with_input_grad(&x, n);
+        let y2 = net.forward(&x, n);
+        for i in 0..n {
+            let row = &x[i * 3..i * 3 + 3];
+            let t = naive(&net, row);
+            assert!(
+                (y[i] as f64 - t).abs() < 1e-5 * (1.0 + t.abs()),
+                "row {i}: {} vs {t}",
+                y[i]
+            );
+            assert_eq!(y[i], y2[i]);
+            for k in 0..3 {
+                let h = 1e-3;
+                let mut a = row.to_vec();
+                let mut b = row.to_vec();
+                a[k] += h;
+                b[k] -= h;
+                let fd = (naive(&net, &a) - naive(&net, &b)) / (2.0 * h as f64);
+                assert!(
+                    (g[i * 3 + k] as f64 - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                    "row {i} input {k}: {} vs {fd}",
+                    g[i * 3 + k]
+                );
+            }
+        }
+    }
+}
