@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
     Traveltime(cmd::traveltime::Args),
+    /// The location service: picks in over TCP, events out (QuakeML files, stream, HTTP, metrics).
+    Serve(cmd::serve::Args),
     /// Serve a miniSEED archive over SeedLink v3 (real-time or accelerated playback).
     SeedlinkServe(cmd::seedlink_serve::Args),
     /// Read waveforms from a SeedLink server, pick P and S, print picks as CSV.
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Traveltime(a) => cmd::traveltime::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::SeedlinkServe(a) => cmd::seedlink_serve::run(a),
         Command::SeedlinkPick(a) => cmd::seedlink_pick::run(a),
         Command::SynthWaveforms(a) => cmd::seedlink_synth::run(a),

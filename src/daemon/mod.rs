@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod http;
 pub mod pipeline;
 

@@ -157,7 +157,7 @@ where
 // Plumbing-test engine: a transparent association and a locator with known answers.
 
 /// Groups picks by the UTC minute they fall in; an event opens at its 4th pick, later picks
-/// of the minute update it, and it closes when the stream clock leaves the minute.
+/// of the minute update it, and it closes once the stream goes quiet past the minute's picks.
 #[derive(Default)]
 pub struct MinuteAssociation {
     buckets: HashMap<i64, (Vec<String>, bool)>,
@@ -183,7 +183,9 @@ impl MinuteAssociation {
 impl Association for MinuteAssociation {
     fn push(&mut self, pick: &Pick) -> Vec<EventChange> {
         let minute = pick.time.timestamp().div_euclid(60);
-        let mut out = self.close_before(minute);
+        // Closing happens only on advance_to (a quiet stream), so clients sending different
+        // minutes concurrently cannot split an event.
+        let mut out = Vec::new();
         let (ids, open) = self.buckets.entry(minute).or_default();
         ids.push(pick.id.clone());
         if *open {
