@@ -123,7 +123,8 @@ pub struct Metrics {
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
@@ -168,33 +169,45 @@ impl Metrics {
             "Locate runs that returned an error (too few usable picks, model failure).",
         )
         .expect("valid metric definition");
-        registry.register(Box::new(locate_failures.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(locate_failures.clone()))
+            .expect("metric registered once");
         let locate_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "eikoloc_locate_duration_seconds",
                 "Wall time of one locate run (first estimate + SVGD), seconds.",
             )
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )
         .expect("valid metric definition");
-        registry.register(Box::new(locate_duration.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(locate_duration.clone()))
+            .expect("metric registered once");
         let pick_to_origin = HistogramVec::new(
             HistogramOpts::new(
                 "eikoloc_pick_to_origin_seconds",
                 "Wall time from receiving the pick that triggered a locate run to the origin \
                  being published, seconds, by origin kind.",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["kind"],
         )
         .expect("valid metric definition");
-        registry.register(Box::new(pick_to_origin.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(pick_to_origin.clone()))
+            .expect("metric registered once");
         let queue_depth = IntGaugeVec::new(
             Opts::new("eikoloc_queue_depth", "Items waiting in an internal queue."),
             &["queue"],
         )
         .expect("valid metric definition");
-        registry.register(Box::new(queue_depth.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(queue_depth.clone()))
+            .expect("metric registered once");
         let last_pick_time = GaugeVec::new(
             Opts::new(
                 "eikoloc_station_last_pick_timestamp_seconds",
@@ -204,7 +217,9 @@ impl Metrics {
             &["station"],
         )
         .expect("valid metric definition");
-        registry.register(Box::new(last_pick_time.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(last_pick_time.clone()))
+            .expect("metric registered once");
         let uncertainty = Histogram::with_opts(
             HistogramOpts::new(
                 "eikoloc_origin_uncertainty_meters",
@@ -216,25 +231,36 @@ impl Metrics {
             ]),
         )
         .expect("valid metric definition");
-        registry.register(Box::new(uncertainty.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(uncertainty.clone()))
+            .expect("metric registered once");
         let ingest_connections = IntGaugeVec::new(
-            Opts::new("eikoloc_ingest_connections", "Open ingest connections, by wire format."),
+            Opts::new(
+                "eikoloc_ingest_connections",
+                "Open ingest connections, by wire format.",
+            ),
             &["format"],
         )
         .expect("valid metric definition");
-        registry.register(Box::new(ingest_connections.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(ingest_connections.clone()))
+            .expect("metric registered once");
         let stream_subscribers = prometheus::IntGauge::new(
             "eikoloc_stream_subscribers",
             "Connected origin-stream subscribers.",
         )
         .expect("valid metric definition");
-        registry.register(Box::new(stream_subscribers.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(stream_subscribers.clone()))
+            .expect("metric registered once");
         let start_time = Gauge::new(
             "eikoloc_start_time_seconds",
             "Unix time the service started, seconds.",
         )
         .expect("valid metric definition");
-        registry.register(Box::new(start_time.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(start_time.clone()))
+            .expect("metric registered once");
         start_time.set(unix_now_s());
 
         for p in Phase::ALL {
@@ -277,27 +303,40 @@ impl Metrics {
 
     /// A valid pick entered the pipeline.
     pub fn pick_accepted(&self, station: &StationCode, phase: Phase) {
-        self.picks_received.with_label_values(&[phase.as_str()]).inc();
-        self.last_pick_time.with_label_values(&[&station.to_string()]).set(unix_now_s());
+        self.picks_received
+            .with_label_values(&[phase.as_str()])
+            .inc();
+        self.last_pick_time
+            .with_label_values(&[&station.to_string()])
+            .set(unix_now_s());
     }
 
     /// A record was refused; `phase` when it could be read.
     pub fn pick_rejected(&self, reason: RejectReason, phase: Option<Phase>) {
         let p = phase.map_or(PHASE_UNKNOWN, Phase::as_str);
-        self.picks_rejected.with_label_values(&[reason.as_str(), p]).inc();
+        self.picks_rejected
+            .with_label_values(&[reason.as_str(), p])
+            .inc();
     }
 
     /// Total rejected records for one reason, all phases (for tests and the demo summary).
     pub fn rejected_count(&self, reason: RejectReason) -> u64 {
         ["P", "S", PHASE_UNKNOWN]
             .iter()
-            .map(|p| self.picks_rejected.with_label_values(&[reason.as_str(), p]).get())
+            .map(|p| {
+                self.picks_rejected
+                    .with_label_values(&[reason.as_str(), p])
+                    .get()
+            })
             .sum()
     }
 
     /// Total accepted picks, all phases.
     pub fn accepted_count(&self) -> u64 {
-        Phase::ALL.iter().map(|p| self.picks_received.with_label_values(&[p.as_str()]).get()).sum()
+        Phase::ALL
+            .iter()
+            .map(|p| self.picks_received.with_label_values(&[p.as_str()]).get())
+            .sum()
     }
 
     /// The associator opened an event.
@@ -320,7 +359,13 @@ impl Metrics {
 
     /// An origin version was stored and handed to the publishers; `latency_s` is the wall time
     /// since the pick that triggered it was received; `semi_major_68_km` its 68 % ellipse.
-    pub fn origin_published(&self, version: u32, is_final: bool, latency_s: f64, semi_major_68_km: f64) {
+    pub fn origin_published(
+        &self,
+        version: u32,
+        is_final: bool,
+        latency_s: f64,
+        semi_major_68_km: f64,
+    ) {
         let kind = if is_final {
             "final"
         } else if version == 1 {
@@ -330,7 +375,9 @@ impl Metrics {
         };
         self.origins.with_label_values(&[kind]).inc();
         if latency_s.is_finite() && latency_s >= 0.0 {
-            self.pick_to_origin.with_label_values(&[kind]).observe(latency_s);
+            self.pick_to_origin
+                .with_label_values(&[kind])
+                .observe(latency_s);
         }
         if semi_major_68_km.is_finite() {
             self.uncertainty.observe(semi_major_68_km * 1000.0);
@@ -344,12 +391,16 @@ impl Metrics {
 
     /// Sets the depth of an internal queue.
     pub fn set_queue_depth(&self, queue: Queue, depth: usize) {
-        self.queue_depth.with_label_values(&[queue.as_str()]).set(depth as i64);
+        self.queue_depth
+            .with_label_values(&[queue.as_str()])
+            .set(depth as i64);
     }
 
     /// An ingest connection opened (+1) or closed (-1).
     pub fn ingest_connection(&self, format: &str, delta: i64) {
-        self.ingest_connections.with_label_values(&[format]).add(delta);
+        self.ingest_connections
+            .with_label_values(&[format])
+            .add(delta);
     }
 
     /// A stream subscriber connected (+1) or left (-1).
@@ -373,7 +424,10 @@ impl Metrics {
 
 /// Wall-clock Unix time, seconds.
 pub fn unix_now_s() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 #[cfg(test)]
@@ -393,7 +447,9 @@ mod tests {
             assert!(name.starts_with("eikoloc_"), "{name}");
             assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
         }
-        assert!(text.contains(r#"eikoloc_picks_rejected_total{phase="S",reason="unknown_station"} 1"#));
+        assert!(
+            text.contains(r#"eikoloc_picks_rejected_total{phase="S",reason="unknown_station"} 1"#)
+        );
         assert!(text.contains(r#"eikoloc_origin_uncertainty_meters_bucket{le="2500"} 1"#));
         assert_eq!(m.rejected_count(RejectReason::UnknownStation), 1);
         assert_eq!(m.accepted_count(), 1);

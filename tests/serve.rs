@@ -63,7 +63,10 @@ async fn events(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
 async fn wait_final(addr: std::net::SocketAddr, n: usize) -> Vec<serde_json::Value> {
     eventually(Duration::from_secs(30), || async {
         let ev = events(addr).await;
-        let finals = ev.iter().filter(|e| e["preferred"]["is_final"] == true).count();
+        let finals = ev
+            .iter()
+            .filter(|e| e["preferred"]["is_final"] == true)
+            .count();
         (finals == n).then_some(ev)
     })
     .await
@@ -84,11 +87,20 @@ async fn picks_in_quakeml_stream_and_http_out() {
     // Two events, each from its own client and format, sent at the same time.
     let a = picks(m, 10.0, 6, 0);
     let b = picks(m + 1, 20.0, 5, 6);
-    tokio::join!(send_msgpack(svc.addrs.ingest, &a), send_json(svc.addrs.ingest, &b));
+    tokio::join!(
+        send_msgpack(svc.addrs.ingest, &a),
+        send_json(svc.addrs.ingest, &b)
+    );
 
     let listed = wait_final(svc.addrs.http, 2).await;
-    let ids: Vec<String> = listed.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
-    assert!(ids.contains(&format!("ev{m}")) && ids.contains(&format!("ev{}", m + 1)), "{ids:?}");
+    let ids: Vec<String> = listed
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.contains(&format!("ev{m}")) && ids.contains(&format!("ev{}", m + 1)),
+        "{ids:?}"
+    );
 
     // The full event over HTTP: every pick, versions 1..n, the last one final.
     let (status, body) = http_get(svc.addrs.http, &format!("/events/ev{m}")).await;
@@ -97,7 +109,9 @@ async fn picks_in_quakeml_stream_and_http_out() {
     assert_eq!(ev.picks.len(), 6);
     let versions: Vec<u32> = ev.origins.iter().map(|o| o.version).collect();
     assert_eq!(versions, (1..=versions.len() as u32).collect::<Vec<_>>());
-    assert!(ev.origins.last().unwrap().is_final && ev.origins.iter().rev().skip(1).all(|o| !o.is_final));
+    assert!(
+        ev.origins.last().unwrap().is_final && ev.origins.iter().rev().skip(1).all(|o| !o.is_final)
+    );
     assert_eq!(ev.origins.last().unwrap().arrivals.len(), 6);
 
     // The QuakeML file and the QuakeML endpoint hold the same event, readable by our reader.
@@ -107,7 +121,11 @@ async fn picks_in_quakeml_stream_and_http_out() {
     assert_eq!(status, 200);
     let xml = eventually(Duration::from_secs(5), || {
         let (file, http_xml) = (file.clone(), http_xml.clone());
-        async move { std::fs::read_to_string(&file).ok().filter(|x| *x == http_xml) }
+        async move {
+            std::fs::read_to_string(&file)
+                .ok()
+                .filter(|x| *x == http_xml)
+        }
     })
     .await
     .expect("the QuakeML file holds what /quakeml serves");
@@ -125,23 +143,40 @@ async fn picks_in_quakeml_stream_and_http_out() {
     let (status, body) = http_get(svc.addrs.http, "/healthz").await;
     assert_eq!(status, 200);
     let h: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((h["events"].as_u64(), h["picks"].as_u64()), (Some(2), Some(11)));
+    assert_eq!(
+        (h["events"].as_u64(), h["picks"].as_u64()),
+        (Some(2), Some(11))
+    );
 
     // Both subscribers received every origin version of both events, in the same order.
-    let total: usize = listed.iter().map(|e| e["n_origins"].as_u64().unwrap() as usize).sum();
+    let total: usize = listed
+        .iter()
+        .map(|e| e["n_origins"].as_u64().unwrap() as usize)
+        .sum();
     let mut from_json = Vec::new();
     let mut from_mp = Vec::new();
     for _ in 0..total {
-        let line = tokio::time::timeout(Duration::from_secs(5), json_sub.next_line()).await.unwrap().unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(5), json_sub.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         from_json.push(serde_json::from_str::<OriginMessage>(&line).unwrap());
-        let msg: OriginMessage = tokio::time::timeout(Duration::from_secs(5), read_msgpack(&mut mp_sub)).await.unwrap().unwrap();
+        let msg: OriginMessage =
+            tokio::time::timeout(Duration::from_secs(5), read_msgpack(&mut mp_sub))
+                .await
+                .unwrap()
+                .unwrap();
         from_mp.push(msg);
     }
     assert_eq!(from_json, from_mp);
     assert_eq!(from_json.iter().filter(|m| m.origin.is_final).count(), 2);
 
     let (_, text) = http_get(svc.addrs.http, "/metrics").await;
-    assert!(text.contains("eikoloc_picks_received_total{phase=\"P\"} 11"), "{text}");
+    assert!(
+        text.contains("eikoloc_picks_received_total{phase=\"P\"} 11"),
+        "{text}"
+    );
     assert!(text.contains("eikoloc_events_total{state=\"closed\"} 2"));
     assert!(text.contains("eikoloc_origins_total{kind=\"final\"} 2"));
     assert!(text.contains("eikoloc_locate_duration_seconds_count"));
@@ -178,10 +213,17 @@ async fn hostile_frames_are_rejected_and_counted_while_good_picks_flow() {
         s.write_all(&msgpack_frame(&w)).await.unwrap();
         s.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
         let _ = s.write_all(&[0u8; 1024]).await; // may meet the close already
-        // The service closes the connection on the oversized prefix.
+                                                 // The service closes the connection on the oversized prefix.
         let mut buf = [0u8; 1];
-        let r = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await;
-        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "connection closed after the 1 GB prefix: {r:?}");
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "connection closed after the 1 GB prefix: {r:?}"
+        );
         // JSON connection: a broken line, a wrong version, then a good pick.
         send_json_raw(addr, b"{\"v\":1,\"network\":\n{\"v\":7,\"network\":\"EK\",\"station\":\"EK01\",\"phase\":\"P\",\"time_s\":1.0}\n").await;
     };
@@ -208,13 +250,23 @@ async fn hostile_frames_are_rejected_and_counted_while_good_picks_flow() {
         }
     })
     .await;
-    let now: Vec<(RejectReason, u64)> = reasons.iter().map(|r| (*r, svc.metrics.rejected_count(*r))).collect();
-    assert_eq!(counts, Some(expected), "7 good picks accepted and every hostile record counted by reason: {now:?}");
+    let now: Vec<(RejectReason, u64)> = reasons
+        .iter()
+        .map(|r| (*r, svc.metrics.rejected_count(*r)))
+        .collect();
+    assert_eq!(
+        counts,
+        Some(expected),
+        "7 good picks accepted and every hostile record counted by reason: {now:?}"
+    );
     // The good picks made their event, located and final.
     let ev = wait_final(svc.addrs.http, 1).await;
     assert_eq!(ev[0]["n_picks"], 5);
     let (_, text) = http_get(svc.addrs.http, "/metrics").await;
-    assert!(text.contains(r#"eikoloc_picks_rejected_total{phase="P",reason="unknown_station"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"eikoloc_picks_rejected_total{phase="P",reason="unknown_station"} 1"#),
+        "{text}"
+    );
     svc.stop().await;
 }
 
@@ -248,9 +300,16 @@ async fn a_restart_in_the_middle_of_a_stream_loses_nothing() {
     svc.stop().await;
 
     let store = eikoloc::store::Store::open(&dir.path().join("eikoloc.sqlite")).unwrap();
-    let e = store.event(&format!("ev{m}")).unwrap().expect("event stored before the stop");
+    let e = store
+        .event(&format!("ev{m}"))
+        .unwrap()
+        .expect("event stored before the stop");
     assert_eq!(e.picks.len(), 5);
-    assert_eq!(e.origins.last().unwrap().arrivals.len(), 5, "the stop located the last picks");
+    assert_eq!(
+        e.origins.last().unwrap().arrivals.len(),
+        5,
+        "the stop located the last picks"
+    );
     assert!(!e.origins.last().unwrap().is_final);
     let versions_before = e.origins.len();
     drop(store);
@@ -261,13 +320,21 @@ async fn a_restart_in_the_middle_of_a_stream_loses_nothing() {
     let svc = start(cfg, engine(&station)).await;
     send_json(svc.addrs.ingest, &all[4..]).await;
     let ev = wait_final(svc.addrs.http, 1).await;
-    assert_eq!(ev.len(), 1, "the same event resumed, none duplicated: {ev:?}");
+    assert_eq!(
+        ev.len(),
+        1,
+        "the same event resumed, none duplicated: {ev:?}"
+    );
     let (_, body) = http_get(svc.addrs.http, &format!("/events/ev{m}")).await;
     let e: Event = serde_json::from_str(&body).unwrap();
     assert_eq!(e.picks.len(), 8, "every pick of both lives");
     assert!(e.origins.len() > versions_before);
     let versions: Vec<u32> = e.origins.iter().map(|o| o.version).collect();
-    assert_eq!(versions, (1..=versions.len() as u32).collect::<Vec<_>>(), "versions continue without gaps or repeats");
+    assert_eq!(
+        versions,
+        (1..=versions.len() as u32).collect::<Vec<_>>(),
+        "versions continue without gaps or repeats"
+    );
     assert_eq!(e.origins.last().unwrap().arrivals.len(), 8);
     assert_eq!(svc.metrics.rejected_count(RejectReason::Duplicate), 1);
     svc.stop().await;
@@ -287,7 +354,11 @@ async fn relocation_waits_for_the_throttle_and_the_final_origin_does_not() {
     wait_final(svc.addrs.http, 1).await;
     let (_, body) = http_get(svc.addrs.http, &format!("/events/ev{m}")).await;
     let e: Event = serde_json::from_str(&body).unwrap();
-    let shape: Vec<(u32, usize, bool)> = e.origins.iter().map(|o| (o.version, o.arrivals.len(), o.is_final)).collect();
+    let shape: Vec<(u32, usize, bool)> = e
+        .origins
+        .iter()
+        .map(|o| (o.version, o.arrivals.len(), o.is_final))
+        .collect();
     // The first origin at once from the 4 opening picks; the 4 later picks wait for the final.
     assert_eq!(shape, vec![(1, 4, false), (2, 8, true)]);
     svc.stop().await;

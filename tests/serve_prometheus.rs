@@ -16,7 +16,12 @@ use eikoloc::ingest::WirePick;
 use serve_support::*;
 
 fn prometheus_binary() -> Option<String> {
-    let ok = Command::new("prometheus").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success());
+    let ok = Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success());
     matches!(ok, Ok(true)).then(|| "prometheus".to_string())
 }
 
@@ -30,7 +35,9 @@ impl Drop for Child {
 
 async fn query(prom: std::net::SocketAddr, path: &str) -> Option<serde_json::Value> {
     let (status, body) = http_get(prom, path).await;
-    (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    (status == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +75,10 @@ async fn prometheus_scrapes_the_service_and_evaluates_the_alert_rules() {
     send_json(svc.addrs.ingest, &picks).await;
 
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/alerts.yml");
-    let prom_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let prom_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let conf = dir.path().join("prometheus.yml");
     std::fs::write(
         &conf,
@@ -82,7 +92,10 @@ async fn prometheus_scrapes_the_service_and_evaluates_the_alert_rules() {
     let _prom = Child(
         Command::new(bin)
             .arg(format!("--config.file={}", conf.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address={prom_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -91,7 +104,11 @@ async fn prometheus_scrapes_the_service_and_evaluates_the_alert_rules() {
     );
 
     let value = eventually(Duration::from_secs(60), || async {
-        let v = query(prom_port, "/api/v1/query?query=eikoloc_picks_received_total%7Bphase%3D%22P%22%7D").await?;
+        let v = query(
+            prom_port,
+            "/api/v1/query?query=eikoloc_picks_received_total%7Bphase%3D%22P%22%7D",
+        )
+        .await?;
         let r = v["data"]["result"].as_array()?.first()?.clone();
         r["value"][1].as_str().map(str::to_string)
     })
@@ -110,8 +127,17 @@ async fn prometheus_scrapes_the_service_and_evaluates_the_alert_rules() {
     let groups = eventually(Duration::from_secs(30), || async {
         let v = query(prom_port, "/api/v1/rules").await?;
         let groups = v["data"]["groups"].as_array()?.clone();
-        let rules: Vec<&serde_json::Value> = groups.iter().flat_map(|g| g["rules"].as_array().into_iter().flatten()).collect();
-        let evaluated = !rules.is_empty() && rules.iter().all(|r| r["health"] == "ok" && r["lastEvaluation"].as_str().is_some_and(|t| !t.starts_with("0001")));
+        let rules: Vec<&serde_json::Value> = groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        let evaluated = !rules.is_empty()
+            && rules.iter().all(|r| {
+                r["health"] == "ok"
+                    && r["lastEvaluation"]
+                        .as_str()
+                        .is_some_and(|t| !t.starts_with("0001"))
+            });
         evaluated.then_some(rules.len())
     })
     .await
@@ -131,7 +157,13 @@ async fn prometheus_scrapes_the_service_and_evaluates_the_alert_rules() {
     })
     .await
     .expect("station-silent alerts pending");
-    let last = station.inventory.stations().last().unwrap().code.to_string();
+    let last = station
+        .inventory
+        .stations()
+        .last()
+        .unwrap()
+        .code
+        .to_string();
     assert!(pending.contains(&last), "{pending:?}");
     assert!(!pending.contains(&s.to_string()), "{pending:?}");
     svc.stop().await;

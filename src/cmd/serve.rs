@@ -49,7 +49,9 @@ fn demo_station_dir() -> PathBuf {
 fn load(args: &Args) -> Result<ResolvedServeConfig> {
     let mut config = if args.demo {
         let f = demo_station_dir().join(CONFIG_FILE_NAME);
-        let station = StationConfig::from_file(&f).and_then(|c| c.resolve(&f)).context("bundled demo region")?;
+        let station = StationConfig::from_file(&f)
+            .and_then(|c| c.resolve(&f))
+            .context("bundled demo region")?;
         let dir = std::env::temp_dir().join(format!("eikoloc-demo-{}", std::process::id()));
         let mut c = ResolvedServeConfig::ephemeral(station, &dir);
         c.ingest_addr = "127.0.0.1:7400".parse()?;
@@ -58,7 +60,10 @@ fn load(args: &Args) -> Result<ResolvedServeConfig> {
         c.pipeline.idle_advance_s = 5.0;
         c
     } else {
-        let file = args.config.as_deref().context("a configuration file is required")?;
+        let file = args
+            .config
+            .as_deref()
+            .context("a configuration file is required")?;
         ServeConfig::from_file(file)?.resolve(file)?
     };
     if let Some(a) = args.ingest {
@@ -85,7 +90,11 @@ pub fn run(args: Args) -> Result<()> {
             config.ingest_addr,
             config.stream_addr,
             config.http_addr,
-            config.store_path.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "in memory".into()),
+            config
+                .store_path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "in memory".into()),
         );
         return Ok(());
     }
@@ -93,19 +102,38 @@ pub fn run(args: Args) -> Result<()> {
         .with_max_level(tracing::Level::INFO)
         .with_target(false)
         .init();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(serve(config, args.demo, args.demo_events))
 }
 
 async fn serve(config: ResolvedServeConfig, demo: bool, demo_events: Option<usize>) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let addrs = listeners.addresses();
-    let engine = daemon::engine::build(&config.station).map_err(|e| anyhow::anyhow!("building the associator and locator: {e}"))?;
-    let codes: Vec<_> = config.station.inventory.stations().iter().map(|s| s.code.clone()).collect();
+    let engine = daemon::engine::build(&config.station)
+        .map_err(|e| anyhow::anyhow!("building the associator and locator: {e}"))?;
+    let codes: Vec<_> = config
+        .station
+        .inventory
+        .stations()
+        .iter()
+        .map(|s| s.code.clone())
+        .collect();
     let metrics = Metrics::new(&codes);
-    println!("eikoloc serve: region {} ({} stations)", config.station.name, config.station.inventory.len());
-    println!("  ingest  tcp://{}  (MessagePack frames or JSON lines)", addrs.ingest);
-    println!("  stream  tcp://{}  (send `json` or `msgpack` and a newline)", addrs.stream);
+    println!(
+        "eikoloc serve: region {} ({} stations)",
+        config.station.name,
+        config.station.inventory.len()
+    );
+    println!(
+        "  ingest  tcp://{}  (MessagePack frames or JSON lines)",
+        addrs.ingest
+    );
+    println!(
+        "  stream  tcp://{}  (send `json` or `msgpack` and a newline)",
+        addrs.stream
+    );
     println!("  http    http://{}/events  /healthz  /metrics", addrs.http);
     if let Some(p) = &config.store_path {
         println!("  store   {}", p.display());
@@ -152,14 +180,23 @@ async fn serve(config: ResolvedServeConfig, demo: bool, demo_events: Option<usiz
 }
 
 /// Sends the synthetic stream to the ingest port as JSON lines, each record at its time.
-async fn feed_demo(station: &eikoloc::config::ResolvedStationConfig, ingest: SocketAddr, n_events: Option<usize>) -> Result<()> {
+async fn feed_demo(
+    station: &eikoloc::config::ResolvedStationConfig,
+    ingest: SocketAddr,
+    n_events: Option<usize>,
+) -> Result<()> {
     let mut batch = 0u64;
     loop {
         let n = n_events.unwrap_or(30);
         let start_unix = eikoloc::metrics::unix_now_s();
-        let cfg = DemoConfig { seed: 7 + batch, ..DemoConfig::default() };
+        let cfg = DemoConfig {
+            seed: 7 + batch,
+            ..DemoConfig::default()
+        };
         let (events, records) = demo::generate(station, &cfg, n, start_unix);
-        let mut conn = tokio::net::TcpStream::connect(ingest).await.context("connecting to ingest")?;
+        let mut conn = tokio::net::TcpStream::connect(ingest)
+            .await
+            .context("connecting to ingest")?;
         let t0 = tokio::time::Instant::now();
         let mut next_event = 0;
         for r in records {

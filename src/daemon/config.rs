@@ -43,16 +43,26 @@ use crate::ingest::{IngestConfig, PickLimits};
 pub enum ServeConfigError {
     /// The file could not be read.
     #[error("{file}: cannot read: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     /// Malformed TOML, an unknown key or a missing one (the message names it).
     #[error("{file}: {message}")]
     Toml { file: PathBuf, message: String },
     /// A value is impossible.
     #[error("{file}: key {key:?}: {message}")]
-    Invalid { file: PathBuf, key: String, message: String },
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
     /// The station configuration it names is invalid.
     #[error("{file}: key \"station_config\": {source}")]
-    Station { file: PathBuf, source: Box<ConfigError> },
+    Station {
+        file: PathBuf,
+        source: Box<ConfigError>,
+    },
 }
 
 /// `[listen]`: socket addresses.
@@ -69,7 +79,11 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { ingest: "127.0.0.1:7400".into(), stream: "127.0.0.1:7401".into(), http: "127.0.0.1:7480".into() }
+        Self {
+            ingest: "127.0.0.1:7400".into(),
+            stream: "127.0.0.1:7401".into(),
+            http: "127.0.0.1:7480".into(),
+        }
     }
 }
 
@@ -115,7 +129,9 @@ pub struct StoreSection {
 
 impl Default for StoreSection {
     fn default() -> Self {
-        Self { path: PathBuf::from("eikoloc.sqlite") }
+        Self {
+            path: PathBuf::from("eikoloc.sqlite"),
+        }
     }
 }
 
@@ -131,7 +147,10 @@ pub struct PublishSection {
 
 impl Default for PublishSection {
     fn default() -> Self {
-        Self { quakeml_dir: PathBuf::from("events"), stream_capacity: 1024 }
+        Self {
+            quakeml_dir: PathBuf::from("events"),
+            stream_capacity: 1024,
+        }
     }
 }
 
@@ -219,12 +238,18 @@ pub struct ResolvedServeConfig {
 impl ServeConfig {
     /// Parses TOML text; `file` names the source in errors.
     pub fn from_toml_str(text: &str, file: &Path) -> Result<Self, ServeConfigError> {
-        toml::from_str(text).map_err(|e| ServeConfigError::Toml { file: file.to_path_buf(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ServeConfigError::Toml {
+            file: file.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Reads and parses a file.
     pub fn from_file(file: &Path) -> Result<Self, ServeConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ServeConfigError::Io { file: file.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| ServeConfigError::Io {
+            file: file.to_path_buf(),
+            source,
+        })?;
         Self::from_toml_str(&text, file)
     }
 
@@ -232,37 +257,64 @@ impl ServeConfig {
     /// from (relative paths resolve against its folder).
     pub fn resolve(self, file: &Path) -> Result<ResolvedServeConfig, ServeConfigError> {
         let dir = file.parent().unwrap_or(Path::new("."));
-        let invalid = |key: &str, message: String| ServeConfigError::Invalid { file: file.to_path_buf(), key: key.into(), message };
+        let invalid = |key: &str, message: String| ServeConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: key.into(),
+            message,
+        };
         let addr = |key: &str, s: &str| -> Result<SocketAddr, ServeConfigError> {
-            s.parse().map_err(|e| invalid(key, format!("{s:?} is not a socket address (e.g. 127.0.0.1:7400): {e}")))
+            s.parse().map_err(|e| {
+                invalid(
+                    key,
+                    format!("{s:?} is not a socket address (e.g. 127.0.0.1:7400): {e}"),
+                )
+            })
         };
         let ingest_addr = addr("listen.ingest", &self.listen.ingest)?;
         let stream_addr = addr("listen.stream", &self.listen.stream)?;
         let http_addr = addr("listen.http", &self.listen.http)?;
         let i = &self.ingest;
         if i.max_frame_bytes < 64 || i.max_frame_bytes > 16 << 20 {
-            return Err(invalid("ingest.max_frame_bytes", format!("{} is outside 64 .. 16 MiB", i.max_frame_bytes)));
+            return Err(invalid(
+                "ingest.max_frame_bytes",
+                format!("{} is outside 64 .. 16 MiB", i.max_frame_bytes),
+            ));
         }
         if i.max_clients == 0 {
             return Err(invalid("ingest.max_clients", "must be at least 1".into()));
         }
         if !(i.max_future_s.is_finite() && i.max_future_s >= 0.0) {
-            return Err(invalid("ingest.max_future_s", format!("{} must be finite and >= 0", i.max_future_s)));
+            return Err(invalid(
+                "ingest.max_future_s",
+                format!("{} must be finite and >= 0", i.max_future_s),
+            ));
         }
         if let Some(a) = i.max_age_s {
             if !(a.is_finite() && a > 0.0) {
-                return Err(invalid("ingest.max_age_s", format!("{a} must be finite and > 0")));
+                return Err(invalid(
+                    "ingest.max_age_s",
+                    format!("{a} must be finite and > 0"),
+                ));
             }
         }
         if !(i.max_uncertainty_s.is_finite() && i.max_uncertainty_s > 0.0) {
-            return Err(invalid("ingest.max_uncertainty_s", format!("{} must be finite and > 0", i.max_uncertainty_s)));
+            return Err(invalid(
+                "ingest.max_uncertainty_s",
+                format!("{} must be finite and > 0", i.max_uncertainty_s),
+            ));
         }
         if matches!(&i.token, Some(t) if t.trim().is_empty()) {
-            return Err(invalid("ingest.token", "empty token; remove the key to disable authentication".into()));
+            return Err(invalid(
+                "ingest.token",
+                "empty token; remove the key to disable authentication".into(),
+            ));
         }
         let p = &self.pipeline;
         if p.pick_queue == 0 || p.locate_threads == 0 || p.locate_threads > 256 {
-            return Err(invalid("pipeline", "pick_queue must be >= 1 and locate_threads in 1..=256".into()));
+            return Err(invalid(
+                "pipeline",
+                "pick_queue must be >= 1 and locate_threads in 1..=256".into(),
+            ));
         }
         for (k, v) in [
             ("pipeline.relocate_slope_s", p.relocate_slope_s),
@@ -275,7 +327,10 @@ impl ServeConfig {
             }
         }
         if self.publish.stream_capacity == 0 {
-            return Err(invalid("publish.stream_capacity", "must be at least 1".into()));
+            return Err(invalid(
+                "publish.stream_capacity",
+                "must be at least 1".into(),
+            ));
         }
         let mut station_file = dir.join(&self.station_config);
         if station_file.is_dir() {
@@ -283,7 +338,10 @@ impl ServeConfig {
         }
         let station = StationConfig::from_file(&station_file)
             .and_then(|c| c.resolve(&station_file))
-            .map_err(|e| ServeConfigError::Station { file: file.to_path_buf(), source: Box::new(e) })?;
+            .map_err(|e| ServeConfigError::Station {
+                file: file.to_path_buf(),
+                source: Box::new(e),
+            })?;
         Ok(ResolvedServeConfig {
             station,
             ingest_addr,
@@ -293,7 +351,11 @@ impl ServeConfig {
                 max_frame_bytes: i.max_frame_bytes,
                 max_clients: i.max_clients,
                 token: i.token.clone(),
-                limits: PickLimits { max_future_s: i.max_future_s, max_age_s: i.max_age_s, max_uncertainty_s: i.max_uncertainty_s },
+                limits: PickLimits {
+                    max_future_s: i.max_future_s,
+                    max_age_s: i.max_age_s,
+                    max_uncertainty_s: i.max_uncertainty_s,
+                },
             },
             store_path: Some(dir.join(&self.store.path)),
             quakeml_dir: dir.join(&self.publish.quakeml_dir),
@@ -343,11 +405,21 @@ mod tests {
         let f = demo_dir().join("serve.toml");
         let text = std::fs::read_to_string(&f).unwrap();
         let bad = text.replace("ingest = \"127.0.0.1:7400\"", "ingest = \"localhost\"");
-        let e = ServeConfig::from_toml_str(&bad, &f).unwrap().resolve(&f).unwrap_err().to_string();
+        let e = ServeConfig::from_toml_str(&bad, &f)
+            .unwrap()
+            .resolve(&f)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen.ingest"), "{e}");
-        let e = ServeConfig::from_toml_str("station_config = \"x\"\nbogus = 1\n", &f).unwrap_err().to_string();
+        let e = ServeConfig::from_toml_str("station_config = \"x\"\nbogus = 1\n", &f)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = ServeConfig::from_toml_str("station_config = \"nowhere\"\n", &f).unwrap().resolve(&f).unwrap_err().to_string();
+        let e = ServeConfig::from_toml_str("station_config = \"nowhere\"\n", &f)
+            .unwrap()
+            .resolve(&f)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("station_config"), "{e}");
     }
 }

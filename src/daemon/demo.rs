@@ -32,7 +32,13 @@ pub struct DemoConfig {
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        Self { event_interval_s: 20.0, pick_sigma_s: 0.05, miss_probability: 0.1, false_picks_per_station_min: 0.2, seed: 7 }
+        Self {
+            event_interval_s: 20.0,
+            pick_sigma_s: 0.05,
+            miss_probability: 0.1,
+            false_picks_per_station_min: 0.2,
+            seed: 7,
+        }
     }
 }
 
@@ -87,42 +93,82 @@ pub fn generate(
             rng.gen_range(0.8 * y0 + 0.2 * y1..0.2 * y0 + 0.8 * y1),
             rng.gen_range(2.0_f64.max(b.z_min_km)..z1),
         );
-        events.push(DemoEvent { hypocentre: h, origin_time_s: t });
+        events.push(DemoEvent {
+            hypocentre: h,
+            origin_time_s: t,
+        });
         for (s, pos) in stations.iter().zip(&station.station_positions) {
             for phase in Phase::ALL {
                 if rng.gen::<f64>() < config.miss_probability {
                     continue;
                 }
-                let Ok(tt) = model.traveltime_s(phase, h, *pos) else { continue };
+                let Ok(tt) = model.traveltime_s(phase, h, *pos) else {
+                    continue;
+                };
                 let at = t + tt + noise.sample(&mut rng);
-                records.push(DemoRecord { at_s: at, pick: wire(s.code.network.as_str(), s.code.station.as_str(), phase, start_unix_s + at, config), hostile: false });
+                records.push(DemoRecord {
+                    at_s: at,
+                    pick: wire(
+                        s.code.network.as_str(),
+                        s.code.station.as_str(),
+                        phase,
+                        start_unix_s + at,
+                        config,
+                    ),
+                    hostile: false,
+                });
             }
         }
         // One hostile record per event: each kind in turn.
         let s = &stations[k % stations.len()].code;
-        let mut bad = wire(&s.network, &s.station, Phase::P, start_unix_s + t + 1.0, config);
+        let mut bad = wire(
+            &s.network,
+            &s.station,
+            Phase::P,
+            start_unix_s + t + 1.0,
+            config,
+        );
         match k % 3 {
             0 => bad.station = "NOPE".into(),
             1 => bad.time_s = Some(f64::NAN),
             _ => bad.time_s = Some(32_503_680_000.0), // the year 3000
         }
-        records.push(DemoRecord { at_s: t + 1.0, pick: bad, hostile: true });
+        records.push(DemoRecord {
+            at_s: t + 1.0,
+            pick: bad,
+            hostile: true,
+        });
         let gap = config.event_interval_s * (0.5 + rng.gen::<f64>());
         t += gap;
     }
     // False picks, uniformly in time over the whole stream.
-    let n_false = (config.false_picks_per_station_min * stations.len() as f64 * t / 60.0).round() as usize;
+    let n_false =
+        (config.false_picks_per_station_min * stations.len() as f64 * t / 60.0).round() as usize;
     for _ in 0..n_false {
         let s = &stations[rng.gen_range(0..stations.len())].code;
         let at = rng.gen_range(0.0..t);
-        let phase = if rng.gen::<bool>() { Phase::P } else { Phase::S };
-        records.push(DemoRecord { at_s: at, pick: wire(&s.network, &s.station, phase, start_unix_s + at, config), hostile: false });
+        let phase = if rng.gen::<bool>() {
+            Phase::P
+        } else {
+            Phase::S
+        };
+        records.push(DemoRecord {
+            at_s: at,
+            pick: wire(&s.network, &s.station, phase, start_unix_s + at, config),
+            hostile: false,
+        });
     }
     records.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     (events, records)
 }
 
-fn wire(network: &str, station: &str, phase: Phase, time_unix_s: f64, config: &DemoConfig) -> WirePick {
+fn wire(
+    network: &str,
+    station: &str,
+    phase: Phase,
+    time_unix_s: f64,
+    config: &DemoConfig,
+) -> WirePick {
     WirePick {
         v: crate::ingest::WIRE_VERSION,
         id: None,

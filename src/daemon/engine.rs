@@ -29,15 +29,21 @@ const ID_HORIZON_S: f64 = 3600.0;
 pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(station.velocity.clone()));
     let b = station.model_box;
-    let top = b.z_min_km.max(-station.inventory.max_elevation_m() / 1000.0);
+    let top = b
+        .z_min_km
+        .max(-station.inventory.max_elevation_m() / 1000.0);
     let assoc_top = top.max(0.0);
     let acfg = AssociatorConfig {
         box_km: Some([b.x_min_km, b.x_max_km, b.y_min_km, b.y_max_km]),
         depth_min_km: assoc_top,
-        depth_max_km: b.z_max_km.min(AssociatorConfig::default().depth_max_km).max(assoc_top),
+        depth_max_km: b
+            .z_max_km
+            .min(AssociatorConfig::default().depth_max_km)
+            .max(assoc_top),
         ..AssociatorConfig::default()
     };
-    let assoc = Associator::new(&station.station_positions, exact.as_ref(), acfg).map_err(|e| e.to_string())?;
+    let assoc = Associator::new(&station.station_positions, exact.as_ref(), acfg)
+        .map_err(|e| e.to_string())?;
     let search = SearchBox {
         x_min_km: b.x_min_km,
         x_max_km: b.x_max_km,
@@ -49,21 +55,48 @@ pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
     let receivers: Vec<Receiver> = station
         .station_positions
         .iter()
-        .flat_map(|p| Phase::ALL.map(|phase| Receiver { phase, position: *p }))
+        .flat_map(|p| {
+            Phase::ALL.map(|phase| Receiver {
+                phase,
+                position: *p,
+            })
+        })
         .collect();
-    let corners = [(b.x_min_km, b.y_min_km), (b.x_min_km, b.y_max_km), (b.x_max_km, b.y_min_km), (b.x_max_km, b.y_max_km)];
+    let corners = [
+        (b.x_min_km, b.y_min_km),
+        (b.x_min_km, b.y_max_km),
+        (b.x_max_km, b.y_min_km),
+        (b.x_max_km, b.y_max_km),
+    ];
     let r_max = station
         .station_positions
         .iter()
         .flat_map(|p| corners.map(|(x, y)| (x - p.x_km).hypot(y - p.y_km)))
         .fold(0.0, f64::max);
-    let grid = TableGrid { r_max_km: (r_max + 1.0).min(400.0), dr_km: 0.5, z_min_km: top, z_max_km: b.z_max_km, dz_km: 0.25 };
-    let table: Arc<dyn TraveltimeModel> =
-        Arc::new(RadialTableModel::build(exact, grid, &receivers).map_err(|e| format!("traveltime table: {e}"))?);
-    let config = LocateConfig { model_error_floor_s: 0.05, model_error_fraction: 0.02, ..LocateConfig::default() };
+    let grid = TableGrid {
+        r_max_km: (r_max + 1.0).min(400.0),
+        dr_km: 0.5,
+        z_min_km: top,
+        z_max_km: b.z_max_km,
+        dz_km: 0.25,
+    };
+    let table: Arc<dyn TraveltimeModel> = Arc::new(
+        RadialTableModel::build(exact, grid, &receivers)
+            .map_err(|e| format!("traveltime table: {e}"))?,
+    );
+    let config = LocateConfig {
+        model_error_floor_s: 0.05,
+        model_error_fraction: 0.02,
+        ..LocateConfig::default()
+    };
     Ok(Engine {
         association: Box::new(StreamAssociation::new(assoc, station.clone())),
-        locator: Arc::new(SvgdLocator { model: table, station: station.clone(), search, config }),
+        locator: Arc::new(SvgdLocator {
+            model: table,
+            station: station.clone(),
+            search,
+            config,
+        }),
     })
 }
 
@@ -78,7 +111,12 @@ pub struct StreamAssociation {
 impl StreamAssociation {
     /// Wraps an associator built over `station.station_positions`.
     pub fn new(assoc: Associator, station: ResolvedStationConfig) -> Self {
-        Self { assoc, station, ids: BTreeMap::new(), next: 0 }
+        Self {
+            assoc,
+            station,
+            ids: BTreeMap::new(),
+            next: 0,
+        }
     }
 
     fn translate(&mut self, outs: Vec<AssociatorOutput>) -> Vec<EventChange> {
@@ -86,12 +124,20 @@ impl StreamAssociation {
         let changes = outs
             .into_iter()
             .map(|o| match o {
-                AssociatorOutput::EventOpened { id, picks, .. } => {
-                    EventChange::Opened { id, pick_ids: picks.iter().filter_map(|p| name(&self.ids, p.pick.id)).collect() }
-                }
-                AssociatorOutput::EventUpdated { id, new_picks, .. } => {
-                    EventChange::Updated { id, pick_ids: new_picks.iter().filter_map(|p| name(&self.ids, p.pick.id)).collect() }
-                }
+                AssociatorOutput::EventOpened { id, picks, .. } => EventChange::Opened {
+                    id,
+                    pick_ids: picks
+                        .iter()
+                        .filter_map(|p| name(&self.ids, p.pick.id))
+                        .collect(),
+                },
+                AssociatorOutput::EventUpdated { id, new_picks, .. } => EventChange::Updated {
+                    id,
+                    pick_ids: new_picks
+                        .iter()
+                        .filter_map(|p| name(&self.ids, p.pick.id))
+                        .collect(),
+                },
                 AssociatorOutput::EventClosed { id, .. } => EventChange::Closed { id },
             })
             .collect();
@@ -107,14 +153,23 @@ fn unix_s(t: &DateTime<Utc>) -> f64 {
 
 impl Association for StreamAssociation {
     fn push(&mut self, pick: &Pick) -> Vec<EventChange> {
-        let Some(station) = self.station.inventory.position(&pick.station.network, &pick.station.station) else {
+        let Some(station) = self
+            .station
+            .inventory
+            .position(&pick.station.network, &pick.station.station)
+        else {
             return Vec::new();
         };
         let id = self.next;
         self.next += 1;
         let time_s = unix_s(&pick.time);
         self.ids.insert(id, (pick.id.clone(), time_s));
-        let outs = self.assoc.push(AssocPick { id, station, phase: pick.phase, time_s });
+        let outs = self.assoc.push(AssocPick {
+            id,
+            station,
+            phase: pick.phase,
+            time_s,
+        });
         self.translate(outs)
     }
 
@@ -143,7 +198,10 @@ impl Locator for SvgdLocator {
         std::hash::Hash::hash(&r.event_id, &mut h);
         let seed = std::hash::Hasher::finish(&h) ^ r.picks.len() as u64;
         let inv = &self.station.inventory;
-        let pos_of = |net: &str, sta: &str| inv.position(net, sta).map(|i| self.station.station_positions[i]);
+        let pos_of = |net: &str, sta: &str| {
+            inv.position(net, sta)
+                .map(|i| self.station.station_positions[i])
+        };
         let outcome = locate_picks(
             self.model.as_ref(),
             &pos_of,
@@ -167,6 +225,9 @@ impl Locator for SvgdLocator {
                 [g.lat_deg, g.lon_deg, p[2], p[3] - post.t0_s]
             })
             .collect();
-        Ok(Located { origin: summary.origin, particles: Some(particles) })
+        Ok(Located {
+            origin: summary.origin,
+            particles: Some(particles),
+        })
     }
 }

@@ -47,15 +47,25 @@ pub fn router(state: ApiState) -> Router {
 
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!("http: {e}");
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response()
 }
 
 fn not_found(id: &str) -> Response {
-    (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": format!("no event {id:?}") }))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": format!("no event {id:?}") })),
+    )
+        .into_response()
 }
 
 /// Runs a store query on the blocking pool (SQLite calls block).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, Response> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(internal(e)),
@@ -63,12 +73,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> +
     }
 }
 
-async fn list_events(State(s): State<ApiState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn list_events(
+    State(s): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) => n.min(10_000),
         Some(Err(_)) => {
-            return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": "limit must be a non-negative integer" }))).into_response()
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": "limit must be a non-negative integer" })),
+            )
+                .into_response()
         }
     };
     match blocking(move || s.store.list_events(limit)).await {
@@ -129,5 +146,9 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], s.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        s.metrics.render(),
+    )
+        .into_response()
 }

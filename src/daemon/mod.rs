@@ -42,7 +42,11 @@ pub use pipeline::{Association, EventChange, LocateRequest, Located, Locator};
 pub enum DaemonError {
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -76,7 +80,9 @@ impl Listeners {
     /// Binds the configured addresses.
     pub async fn bind(config: &ResolvedServeConfig) -> Result<Self, DaemonError> {
         async fn one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
-            TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { what, addr, source })
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Bind { what, addr, source })
         }
         Ok(Self {
             ingest: one("ingest", config.ingest_addr).await?,
@@ -87,8 +93,15 @@ impl Listeners {
 
     /// The bound addresses (with the actual ports when 0 was asked for).
     pub fn addresses(&self) -> Addresses {
-        let a = |l: &TcpListener| l.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Addresses { ingest: a(&self.ingest), stream: a(&self.stream), http: a(&self.http) }
+        let a = |l: &TcpListener| {
+            l.local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        Addresses {
+            ingest: a(&self.ingest),
+            stream: a(&self.stream),
+            http: a(&self.http),
+        }
     }
 }
 
@@ -102,7 +115,9 @@ pub struct Engine {
 
 /// Renders an event for the per-event files and `/events/{id}/quakeml`.
 pub fn render_event(event: &Event) -> Result<String, String> {
-    Ok(crate::catalog::quakeml::to_quakeml(std::slice::from_ref(event)))
+    Ok(crate::catalog::quakeml::to_quakeml(std::slice::from_ref(
+        event,
+    )))
 }
 
 /// Extension of the per-event files.
@@ -112,7 +127,9 @@ pub const EVENT_FILE_EXTENSION: &str = "xml";
 /// `pipeline.replay_window_s` of the latest stored pick, except picks of closed events (their
 /// origins are final already).
 fn replay_picks(store: &Store, config: &PipelineConfig) -> Result<Vec<Pick>, StoreError> {
-    let Some(latest) = store.latest_pick_time()? else { return Ok(Vec::new()) };
+    let Some(latest) = store.latest_pick_time()? else {
+        return Ok(Vec::new());
+    };
     let since = crate::domain::time::add_seconds(&latest, -config.replay_window_s);
     store.replay_picks(&since)
 }
@@ -137,8 +154,14 @@ pub async fn run(
     let render: RenderFn = render_event;
     let stream = OriginStream::new(config.stream_capacity);
     let stream_tx = stream.sender();
-    let publishers: Vec<Box<dyn Publisher>> =
-        vec![Box::new(EventFiles::new(&config.quakeml_dir, EVENT_FILE_EXTENSION, render)?), Box::new(stream)];
+    let publishers: Vec<Box<dyn Publisher>> = vec![
+        Box::new(EventFiles::new(
+            &config.quakeml_dir,
+            EVENT_FILE_EXTENSION,
+            render,
+        )?),
+        Box::new(stream),
+    ];
 
     let replay = replay_picks(&store, &config.pipeline)?;
     let (tx, mut rx) = mpsc::channel::<IngestedPick>(config.pipeline.pick_queue);
@@ -177,8 +200,17 @@ pub async fn run(
         tx,
         ingest_stopped,
     ));
-    let stream_task = tokio::spawn(crate::publish::serve_stream(listeners.stream, stream_tx, metrics.clone(), output_stopped.clone()));
-    let api = http::router(http::ApiState { store: store.clone(), metrics: metrics.clone(), quakeml: render });
+    let stream_task = tokio::spawn(crate::publish::serve_stream(
+        listeners.stream,
+        stream_tx,
+        metrics.clone(),
+        output_stopped.clone(),
+    ));
+    let api = http::router(http::ApiState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        quakeml: render,
+    });
     let mut http_stop = output_stopped.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(listeners.http, api)

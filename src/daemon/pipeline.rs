@@ -134,8 +134,19 @@ impl PipelineHandle {
 impl Pipeline {
     /// Starts the threads; the pipeline ends after `picks` closes and every event is final,
     /// stored and published. `replay` is fed to the association first (restart).
-    pub fn start(self, picks: Receiver<IngestedPick>, replay: Vec<Pick>) -> std::io::Result<PipelineHandle> {
-        let Pipeline { config, store, metrics, association, locator, publishers } = self;
+    pub fn start(
+        self,
+        picks: Receiver<IngestedPick>,
+        replay: Vec<Pick>,
+    ) -> std::io::Result<PipelineHandle> {
+        let Pipeline {
+            config,
+            store,
+            metrics,
+            association,
+            locator,
+            publishers,
+        } = self;
         let (pub_tx, pub_rx) = channel::bounded::<PublishJob>(1024);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.locate_threads)
@@ -149,25 +160,29 @@ impl Pipeline {
                 .name("eikoloc-publish".into())
                 .spawn(move || publish_loop(pub_rx, store, metrics, publishers))?
         };
-        let core = std::thread::Builder::new().name("eikoloc-pipeline".into()).spawn(move || {
-            let mut core = Core {
-                config,
-                store,
-                metrics,
-                association,
-                locator,
-                pool,
-                events: HashMap::new(),
-                done: channel::unbounded(),
-                publish: pub_tx,
-                in_flight: 0,
-                draining: false,
-                recent: HashMap::new(),
-                recent_order: VecDeque::new(),
-            };
-            core.run(picks, replay);
-        })?;
-        Ok(PipelineHandle { threads: vec![core, publish] })
+        let core = std::thread::Builder::new()
+            .name("eikoloc-pipeline".into())
+            .spawn(move || {
+                let mut core = Core {
+                    config,
+                    store,
+                    metrics,
+                    association,
+                    locator,
+                    pool,
+                    events: HashMap::new(),
+                    done: channel::unbounded(),
+                    publish: pub_tx,
+                    in_flight: 0,
+                    draining: false,
+                    recent: HashMap::new(),
+                    recent_order: VecDeque::new(),
+                };
+                core.run(picks, replay);
+            })?;
+        Ok(PipelineHandle {
+            threads: vec![core, publish],
+        })
     }
 }
 
@@ -196,7 +211,10 @@ const RECENT_HORIZON_S: f64 = 3600.0;
 impl Core {
     fn run(&mut self, picks: Receiver<IngestedPick>, replay: Vec<Pick>) {
         if !replay.is_empty() {
-            tracing::info!("replaying {} stored picks through the associator", replay.len());
+            tracing::info!(
+                "replaying {} stored picks through the associator",
+                replay.len()
+            );
         }
         let now = Instant::now();
         for p in replay {
@@ -245,7 +263,10 @@ impl Core {
             match done_rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(d) => self.on_done(d),
                 Err(_) => {
-                    tracing::error!("locate runs did not finish within 60 s of shutdown; giving up on {} runs", self.in_flight);
+                    tracing::error!(
+                        "locate runs did not finish within 60 s of shutdown; giving up on {} runs",
+                        self.in_flight
+                    );
                     break;
                 }
             }
@@ -256,7 +277,8 @@ impl Core {
         match self.store.insert_pick(&ip.pick) {
             Ok(true) => {}
             Ok(false) => {
-                self.metrics.pick_rejected(RejectReason::Duplicate, Some(ip.pick.phase));
+                self.metrics
+                    .pick_rejected(RejectReason::Duplicate, Some(ip.pick.phase));
                 tracing::info!("duplicate pick {} ignored", ip.pick.id);
                 return;
             }
@@ -310,7 +332,9 @@ impl Core {
                     let ev = self.events.get_mut(&id).expect("inserted above");
                     for pid in &pick_ids {
                         match self.recent.get(pid) {
-                            Some(p) if !ev.picks.iter().any(|q| q.id == *pid) => ev.picks.push(p.clone()),
+                            Some(p) if !ev.picks.iter().any(|q| q.id == *pid) => {
+                                ev.picks.push(p.clone())
+                            }
                             Some(_) => {}
                             None => missing = true,
                         }
@@ -321,7 +345,8 @@ impl Core {
                             ev.picks = e.picks;
                         }
                     }
-                    ev.picks.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+                    ev.picks
+                        .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
                     ev.dirty = true;
                     ev.trigger = trigger;
                 }
@@ -348,8 +373,13 @@ impl Core {
             if ev.locating || !ev.dirty {
                 continue;
             }
-            let wait_s = self.config.relocate_slope_s * ev.picks.len() as f64 + self.config.relocate_intercept_s;
-            let ready = self.draining || ev.closed || ev.last_origin_at.is_none_or(|t| now.duration_since(t).as_secs_f64() >= wait_s);
+            let wait_s = self.config.relocate_slope_s * ev.picks.len() as f64
+                + self.config.relocate_intercept_s;
+            let ready = self.draining
+                || ev.closed
+                || ev
+                    .last_origin_at
+                    .is_none_or(|t| now.duration_since(t).as_secs_f64() >= wait_s);
             if ready {
                 due.push(id.clone());
             }
@@ -361,22 +391,29 @@ impl Core {
     }
 
     fn dispatch(&mut self, id: &str) {
-        let Some(ev) = self.events.get_mut(id) else { return };
+        let Some(ev) = self.events.get_mut(id) else {
+            return;
+        };
         ev.locating = true;
         ev.dirty = false;
         let is_final = ev.closed;
         if is_final {
             ev.final_sent = true;
         }
-        let request = LocateRequest { event_id: id.to_string(), picks: ev.picks.clone(), is_final };
+        let request = LocateRequest {
+            event_id: id.to_string(),
+            picks: ev.picks.clone(),
+            is_final,
+        };
         let trigger = ev.trigger;
         let locator = self.locator.clone();
         let tx = self.done.0.clone();
         self.in_flight += 1;
         self.pool.spawn(move || {
             let start = Instant::now();
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| locator.locate(&request)))
-                .unwrap_or_else(|_| Err("the locator panicked".into()));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| locator.locate(&request)))
+                    .unwrap_or_else(|_| Err("the locator panicked".into()));
             let _ = tx.send(Done {
                 event_id: request.event_id,
                 is_final,
@@ -390,7 +427,9 @@ impl Core {
     fn on_done(&mut self, d: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.metrics.locate_finished(d.duration_s, d.result.is_ok());
-        let Some(ev) = self.events.get_mut(&d.event_id) else { return };
+        let Some(ev) = self.events.get_mut(&d.event_id) else {
+            return;
+        };
         ev.locating = false;
         match d.result {
             Ok(located) => {
@@ -400,12 +439,23 @@ impl Core {
                 origin.id = format!("{}/v{}", d.event_id, origin.version);
                 ev.next_version += 1;
                 ev.last_origin_at = Some(Instant::now());
-                let particles = located.particles.map(|rows| Particles { origin_id: origin.id.clone(), rows });
+                let particles = located.particles.map(|rows| Particles {
+                    origin_id: origin.id.clone(),
+                    rows,
+                });
                 // Blocking send: if publishing falls behind, locating waits for it.
-                let _ = self.publish.send(PublishJob { event_id: d.event_id.clone(), origin, particles, trigger: d.trigger });
-                self.metrics.set_queue_depth(Queue::Publish, self.publish.len());
+                let _ = self.publish.send(PublishJob {
+                    event_id: d.event_id.clone(),
+                    origin,
+                    particles,
+                    trigger: d.trigger,
+                });
+                self.metrics
+                    .set_queue_depth(Queue::Publish, self.publish.len());
             }
-            Err(e) => tracing::warn!(event = %d.event_id, final_run = d.is_final, "locate failed: {e}"),
+            Err(e) => {
+                tracing::warn!(event = %d.event_id, final_run = d.is_final, "locate failed: {e}")
+            }
         }
         if d.is_final {
             self.events.remove(&d.event_id);
@@ -416,7 +466,12 @@ impl Core {
     }
 }
 
-fn publish_loop(rx: Receiver<PublishJob>, store: Store, metrics: Metrics, mut publishers: Vec<Box<dyn Publisher>>) {
+fn publish_loop(
+    rx: Receiver<PublishJob>,
+    store: Store,
+    metrics: Metrics,
+    mut publishers: Vec<Box<dyn Publisher>>,
+) {
     for job in rx.iter() {
         metrics.set_queue_depth(Queue::Publish, rx.len());
         match store.insert_origin(&job.event_id, &job.origin, job.particles.as_ref()) {

@@ -21,9 +21,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::wire::{validate, PickLimits, WireHello, WirePick};
 use crate::domain::{Pick, StationInventory};
 use crate::metrics::{Metrics, RejectReason};
-use super::wire::{validate, PickLimits, WireHello, WirePick};
 
 /// Configures the ingest listener.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +40,12 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { max_frame_bytes: 64 * 1024, max_clients: 256, token: None, limits: PickLimits::default() }
+        Self {
+            max_frame_bytes: 64 * 1024,
+            max_clients: 256,
+            token: None,
+            limits: PickLimits::default(),
+        }
     }
 }
 
@@ -80,7 +85,12 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
     let limit = Arc::new(Semaphore::new(config.max_clients.max(1)));
-    let shared = Arc::new(Shared { config, inventory, metrics, tx });
+    let shared = Arc::new(Shared {
+        config,
+        inventory,
+        metrics,
+        tx,
+    });
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -139,9 +149,15 @@ async fn read_msgpack_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> std:
     Ok(Frame::Record(buf))
 }
 
-async fn read_json_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Frame> {
+async fn read_json_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> std::io::Result<Frame> {
     let mut buf = Vec::new();
-    let n = (&mut *r).take(max as u64 + 1).read_until(b'\n', &mut buf).await?;
+    let n = (&mut *r)
+        .take(max as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await?;
     if n == 0 {
         return Ok(Frame::Eof);
     }
@@ -172,13 +188,22 @@ impl Format {
     }
 }
 
-async fn handle(stream: TcpStream, peer: std::net::SocketAddr, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn handle(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut reader = BufReader::new(stream);
     let first = match reader.fill_buf().await {
         Ok([]) | Err(_) => return,
         Ok(b) => b[0],
     };
-    let format = if first == b'{' || first.is_ascii_whitespace() { Format::Json } else { Format::MsgPack };
+    let format = if first == b'{' || first.is_ascii_whitespace() {
+        Format::Json
+    } else {
+        Format::MsgPack
+    };
     let metrics = &shared.metrics;
     metrics.ingest_connection(format.as_str(), 1);
     tracing::info!(%peer, format = format.as_str(), "ingest client connected");
@@ -240,14 +265,27 @@ async fn handle(stream: TcpStream, peer: std::net::SocketAddr, shared: Arc<Share
                 continue;
             }
         };
-        match validate(record, &shared.inventory, &shared.config.limits, chrono::Utc::now()) {
+        match validate(
+            record,
+            &shared.inventory,
+            &shared.config.limits,
+            chrono::Utc::now(),
+        ) {
             Ok(pick) => {
                 let received = Instant::now();
                 metrics.pick_accepted(&pick.station, pick.phase);
-                if shared.tx.send(IngestedPick { pick, received }).await.is_err() {
+                if shared
+                    .tx
+                    .send(IngestedPick { pick, received })
+                    .await
+                    .is_err()
+                {
                     break; // pipeline gone: the service is stopping
                 }
-                metrics.set_queue_depth(crate::metrics::Queue::Picks, shared.tx.max_capacity() - shared.tx.capacity());
+                metrics.set_queue_depth(
+                    crate::metrics::Queue::Picks,
+                    shared.tx.max_capacity() - shared.tx.capacity(),
+                );
             }
             Err(r) => {
                 metrics.pick_rejected(r.reason, r.phase);

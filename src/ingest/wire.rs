@@ -99,7 +99,11 @@ pub struct PickLimits {
 
 impl Default for PickLimits {
     fn default() -> Self {
-        Self { max_future_s: 300.0, max_age_s: None, max_uncertainty_s: 10.0 }
+        Self {
+            max_future_s: 300.0,
+            max_age_s: None,
+            max_uncertainty_s: 10.0,
+        }
     }
 }
 
@@ -115,7 +119,11 @@ pub struct Rejection {
 }
 
 fn reject(reason: RejectReason, phase: Option<Phase>, detail: String) -> Rejection {
-    Rejection { reason, phase, detail }
+    Rejection {
+        reason,
+        phase,
+        detail,
+    }
 }
 
 /// Checks a wire record against the schema, the inventory and the limits; `now` is the wall
@@ -129,16 +137,27 @@ pub fn validate(
 ) -> Result<Pick, Rejection> {
     let phase = w.phase.parse::<Phase>().ok();
     if w.v != WIRE_VERSION {
-        return Err(reject(RejectReason::Version, phase, format!("schema version {} (expected {WIRE_VERSION})", w.v)));
+        return Err(reject(
+            RejectReason::Version,
+            phase,
+            format!("schema version {} (expected {WIRE_VERSION})", w.v),
+        ));
     }
     let Some(phase) = phase else {
-        return Err(reject(RejectReason::BadPhase, None, format!("phase {:?}", w.phase)));
+        return Err(reject(
+            RejectReason::BadPhase,
+            None,
+            format!("phase {:?}", w.phase),
+        ));
     };
     let Some(station) = inventory.get(w.network.trim(), w.station.trim()) else {
         return Err(reject(
             RejectReason::UnknownStation,
             Some(phase),
-            format!("station {}.{} is not in the inventory", w.network, w.station),
+            format!(
+                "station {}.{} is not in the inventory",
+                w.network, w.station
+            ),
         ));
     };
     let time = match (&w.time, w.time_s) {
@@ -151,27 +170,49 @@ pub fn validate(
         },
         (None, Some(s)) => {
             if !s.is_finite() {
-                return Err(reject(RejectReason::BadTime, Some(phase), format!("time_s {s}")));
+                return Err(reject(
+                    RejectReason::BadTime,
+                    Some(phase),
+                    format!("time_s {s}"),
+                ));
             }
             // 1e11 s is year 5138: anything beyond is out of range, and the cast stays exact.
             if s.abs() > 1e11 {
-                return Err(reject(RejectReason::TimeOutOfRange, Some(phase), format!("time_s {s}")));
+                return Err(reject(
+                    RejectReason::TimeOutOfRange,
+                    Some(phase),
+                    format!("time_s {s}"),
+                ));
             }
             let nanos = (s * 1e9).round() as i64;
             let t = DateTime::<Utc>::from_timestamp_nanos(nanos);
-            check_plausible(t).map_err(|e| reject(RejectReason::TimeOutOfRange, Some(phase), e.to_string()))?
+            check_plausible(t)
+                .map_err(|e| reject(RejectReason::TimeOutOfRange, Some(phase), e.to_string()))?
         }
         (Some(_), Some(_)) => {
-            return Err(reject(RejectReason::BadTime, Some(phase), "both time and time_s given".into()))
+            return Err(reject(
+                RejectReason::BadTime,
+                Some(phase),
+                "both time and time_s given".into(),
+            ))
         }
-        (None, None) => return Err(reject(RejectReason::BadTime, Some(phase), "no time or time_s".into())),
+        (None, None) => {
+            return Err(reject(
+                RejectReason::BadTime,
+                Some(phase),
+                "no time or time_s".into(),
+            ))
+        }
     };
     let ahead_s = crate::domain::time::seconds_between(&now, &time);
     if ahead_s > limits.max_future_s {
         return Err(reject(
             RejectReason::TimeOutOfRange,
             Some(phase),
-            format!("pick time {} is {ahead_s:.0} s ahead of the clock", crate::domain::format_utc(&time)),
+            format!(
+                "pick time {} is {ahead_s:.0} s ahead of the clock",
+                crate::domain::format_utc(&time)
+            ),
         ));
     }
     if let Some(max_age) = limits.max_age_s {
@@ -179,13 +220,21 @@ pub fn validate(
             return Err(reject(
                 RejectReason::TimeOutOfRange,
                 Some(phase),
-                format!("pick time {} is {:.0} s old", crate::domain::format_utc(&time), -ahead_s),
+                format!(
+                    "pick time {} is {:.0} s old",
+                    crate::domain::format_utc(&time),
+                    -ahead_s
+                ),
             ));
         }
     }
     let sigma = w.uncertainty_s.unwrap_or(DEFAULT_UNCERTAINTY_S);
     if !(sigma.is_finite() && sigma > 0.0 && sigma <= limits.max_uncertainty_s) {
-        return Err(reject(RejectReason::BadUncertainty, Some(phase), format!("uncertainty_s {sigma}")));
+        return Err(reject(
+            RejectReason::BadUncertainty,
+            Some(phase),
+            format!("uncertainty_s {sigma}"),
+        ));
     }
     let mut code: StationCode = station.code.clone();
     if let Some(loc) = w.location.as_deref() {
@@ -231,8 +280,20 @@ mod tests {
     fn accepts_both_time_forms_and_keeps_the_instant() {
         let now = parse_utc("2024-01-01T00:00:10Z").unwrap();
         let inv = inventory();
-        let a = validate(wire(Some("2024-01-01T00:00:00.25Z"), None), &inv, &PickLimits::default(), now).unwrap();
-        let b = validate(wire(None, Some(1_704_067_200.25)), &inv, &PickLimits::default(), now).unwrap();
+        let a = validate(
+            wire(Some("2024-01-01T00:00:00.25Z"), None),
+            &inv,
+            &PickLimits::default(),
+            now,
+        )
+        .unwrap();
+        let b = validate(
+            wire(None, Some(1_704_067_200.25)),
+            &inv,
+            &PickLimits::default(),
+            now,
+        )
+        .unwrap();
         assert_eq!(a.time, b.time);
         assert_eq!(a.phase, Phase::P);
         assert_eq!(a.uncertainty_s, DEFAULT_UNCERTAINTY_S);
@@ -246,11 +307,20 @@ mod tests {
         let lim = PickLimits::default();
         let r = |w: WirePick| validate(w, &inv, &lim, now).unwrap_err().reason;
         assert_eq!(r(wire(None, Some(f64::NAN))), RejectReason::BadTime);
-        assert_eq!(r(wire(Some("3000-01-01T00:00:00Z"), None)), RejectReason::TimeOutOfRange);
-        assert_eq!(r(wire(None, Some(32_503_680_000.0))), RejectReason::TimeOutOfRange);
+        assert_eq!(
+            r(wire(Some("3000-01-01T00:00:00Z"), None)),
+            RejectReason::TimeOutOfRange
+        );
+        assert_eq!(
+            r(wire(None, Some(32_503_680_000.0))),
+            RejectReason::TimeOutOfRange
+        );
         assert_eq!(r(wire(None, Some(1e300))), RejectReason::TimeOutOfRange);
         // an hour ahead of the clock is beyond the 300 s skew allowance
-        assert_eq!(r(wire(None, Some(1_704_067_200.0 + 3600.0))), RejectReason::TimeOutOfRange);
+        assert_eq!(
+            r(wire(None, Some(1_704_067_200.0 + 3600.0))),
+            RejectReason::TimeOutOfRange
+        );
         assert_eq!(r(wire(None, None)), RejectReason::BadTime);
         let mut w = wire(None, Some(1_704_067_200.0));
         w.station = "NOPE".into();

@@ -26,7 +26,10 @@ use crate::metrics::Metrics;
 pub enum PublishError {
     /// Writing a file failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Encoding failed.
     #[error("encoding {what}: {message}")]
     Encode { what: String, message: String },
@@ -49,7 +52,13 @@ pub trait Publisher: Send {
 pub fn file_stem(event_id: &str) -> String {
     let s: String = event_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() || s.starts_with('.') {
         format!("event_{s}")
@@ -61,11 +70,16 @@ pub fn file_stem(event_id: &str) -> String {
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, then
 /// renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
-    let io = |source| PublishError::Io { path: path.to_path_buf(), source };
+    let io = |source| PublishError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     {
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
@@ -87,14 +101,26 @@ pub struct EventFiles {
 
 impl EventFiles {
     /// Files `<dir>/<event id>.<extension>` rendered by `render`; creates `dir`.
-    pub fn new(dir: &Path, extension: &'static str, render: RenderFn) -> Result<Self, PublishError> {
-        std::fs::create_dir_all(dir).map_err(|source| PublishError::Io { path: dir.to_path_buf(), source })?;
-        Ok(Self { dir: dir.to_path_buf(), extension, render })
+    pub fn new(
+        dir: &Path,
+        extension: &'static str,
+        render: RenderFn,
+    ) -> Result<Self, PublishError> {
+        std::fs::create_dir_all(dir).map_err(|source| PublishError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            extension,
+            render,
+        })
     }
 
     /// The path an event is written to.
     pub fn path_of(&self, event_id: &str) -> PathBuf {
-        self.dir.join(format!("{}.{}", file_stem(event_id), self.extension))
+        self.dir
+            .join(format!("{}.{}", file_stem(event_id), self.extension))
     }
 }
 
@@ -103,7 +129,10 @@ impl Publisher for EventFiles {
         "files"
     }
     fn publish(&mut self, event: &Event, _origin: &Origin) -> Result<(), PublishError> {
-        let text = (self.render)(event).map_err(|message| PublishError::Encode { what: event.id.clone(), message })?;
+        let text = (self.render)(event).map_err(|message| PublishError::Encode {
+            what: event.id.clone(),
+            message,
+        })?;
         write_atomic(&self.path_of(&event.id), text.as_bytes())
     }
 }
@@ -150,8 +179,15 @@ impl Publisher for OriginStream {
         "stream"
     }
     fn publish(&mut self, event: &Event, origin: &Origin) -> Result<(), PublishError> {
-        let msg = OriginMessage { v: 1, event_id: event.id.clone(), origin: origin.clone() };
-        let enc = |message: String| PublishError::Encode { what: origin.id.clone(), message };
+        let msg = OriginMessage {
+            v: 1,
+            event_id: event.id.clone(),
+            origin: origin.clone(),
+        };
+        let enc = |message: String| PublishError::Encode {
+            what: origin.id.clone(),
+            message,
+        };
         let mut json = serde_json::to_vec(&msg).map_err(|e| enc(e.to_string()))?;
         json.push(b'\n');
         let body = rmp_serde::to_vec_named(&msg).map_err(|e| enc(e.to_string()))?;
@@ -159,7 +195,10 @@ impl Publisher for OriginStream {
         frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
         frame.extend_from_slice(&body);
         // No subscriber is not an error: the message is simply not wanted.
-        let _ = self.tx.send(EncodedMessage { json_line: Arc::new(json), msgpack_frame: Arc::new(frame) });
+        let _ = self.tx.send(EncodedMessage {
+            json_line: Arc::new(json),
+            msgpack_frame: Arc::new(frame),
+        });
         Ok(())
     }
 }
@@ -238,7 +277,10 @@ pub async fn serve_stream(
     }
     // Let subscribers drain what is already queued, briefly.
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(std::time::Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         tasks.shutdown().await;
     }
 }

@@ -137,9 +137,12 @@ impl Store {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql("busy_timeout"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql("busy_timeout"))?;
         conn.execute_batch(SCHEMA).map_err(sql("create schema"))?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -176,8 +179,11 @@ impl Store {
         let mut st = conn
             .prepare("SELECT id, network, station, location, phase, time_ns, uncertainty_s FROM picks WHERE time_ns >= ?1 ORDER BY time_ns, id")
             .map_err(sql("select picks"))?;
-        let rows = st.query_map(params![time_ns(since)], row_to_pick).map_err(sql("select picks"))?;
-        rows.map(|r| r.map_err(sql("select picks")).and_then(|r| r)).collect()
+        let rows = st
+            .query_map(params![time_ns(since)], row_to_pick)
+            .map_err(sql("select picks"))?;
+        rows.map(|r| r.map_err(sql("select picks")).and_then(|r| r))
+            .collect()
     }
 
     /// Picks at or after `since` that belong to no closed event, oldest first: what the
@@ -193,8 +199,11 @@ impl Store {
                  ORDER BY time_ns, id",
             )
             .map_err(sql("select replay picks"))?;
-        let rows = st.query_map(params![time_ns(since)], row_to_pick).map_err(sql("select replay picks"))?;
-        rows.map(|r| r.map_err(sql("select replay picks")).and_then(|r| r)).collect()
+        let rows = st
+            .query_map(params![time_ns(since)], row_to_pick)
+            .map_err(sql("select replay picks"))?;
+        rows.map(|r| r.map_err(sql("select replay picks")).and_then(|r| r))
+            .collect()
     }
 
     /// Time of the latest stored pick.
@@ -228,7 +237,10 @@ impl Store {
     /// Marks an event's window closed.
     pub fn close_event(&self, event_id: &str) -> Result<(), StoreError> {
         self.lock()
-            .execute("UPDATE events SET closed = 1 WHERE id = ?1", params![event_id])
+            .execute(
+                "UPDATE events SET closed = 1 WHERE id = ?1",
+                params![event_id],
+            )
             .map_err(sql("close event"))?;
         Ok(())
     }
@@ -237,7 +249,11 @@ impl Store {
     pub fn is_closed(&self, event_id: &str) -> Result<bool, StoreError> {
         let c: Option<i64> = self
             .lock()
-            .query_row("SELECT closed FROM events WHERE id = ?1", params![event_id], |r| r.get(0))
+            .query_row(
+                "SELECT closed FROM events WHERE id = ?1",
+                params![event_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(sql("select event"))?;
         Ok(c == Some(1))
@@ -247,15 +263,27 @@ impl Store {
     pub fn latest_version(&self, event_id: &str) -> Result<u32, StoreError> {
         let v: Option<i64> = self
             .lock()
-            .query_row("SELECT MAX(version) FROM origins WHERE event_id = ?1", params![event_id], |r| r.get(0))
+            .query_row(
+                "SELECT MAX(version) FROM origins WHERE event_id = ?1",
+                params![event_id],
+                |r| r.get(0),
+            )
             .map_err(sql("latest version"))?;
         Ok(v.unwrap_or(0) as u32)
     }
 
     /// Stores one origin version with its arrivals and particles in one transaction;
     /// `Ok(false)` when that version was already stored.
-    pub fn insert_origin(&self, event_id: &str, origin: &Origin, particles: Option<&Particles>) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(origin).map_err(|e| StoreError::Corrupt { what: origin.id.clone(), message: e.to_string() })?;
+    pub fn insert_origin(
+        &self,
+        event_id: &str,
+        origin: &Origin,
+        particles: Option<&Particles>,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(origin).map_err(|e| StoreError::Corrupt {
+            what: origin.id.clone(),
+            message: e.to_string(),
+        })?;
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(sql("begin"))?;
         tx.execute(
@@ -301,9 +329,15 @@ impl Store {
                 .map_err(sql("insert arrival"))?;
             }
             if let Some(p) = particles {
-                let pj = serde_json::to_string(p).map_err(|e| StoreError::Corrupt { what: p.origin_id.clone(), message: e.to_string() })?;
-                tx.execute("INSERT OR REPLACE INTO particles (origin_id, json) VALUES (?1, ?2)", params![origin.id, pj])
-                    .map_err(sql("insert particles"))?;
+                let pj = serde_json::to_string(p).map_err(|e| StoreError::Corrupt {
+                    what: p.origin_id.clone(),
+                    message: e.to_string(),
+                })?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO particles (origin_id, json) VALUES (?1, ?2)",
+                    params![origin.id, pj],
+                )
+                .map_err(sql("insert particles"))?;
             }
         }
         tx.commit().map_err(sql("commit"))?;
@@ -314,7 +348,11 @@ impl Store {
     pub fn event(&self, event_id: &str) -> Result<Option<Event>, StoreError> {
         let conn = self.lock();
         let exists: Option<String> = conn
-            .query_row("SELECT id FROM events WHERE id = ?1", params![event_id], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM events WHERE id = ?1",
+                params![event_id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(sql("select event"))?;
         if exists.is_none() {
@@ -339,11 +377,19 @@ impl Store {
             .map_err(sql("select origins"))?
             .map(|r| {
                 let j = r.map_err(sql("select origins"))?;
-                serde_json::from_str::<Origin>(&j).map_err(|e| StoreError::Corrupt { what: format!("origin of {event_id}"), message: e.to_string() })
+                serde_json::from_str::<Origin>(&j).map_err(|e| StoreError::Corrupt {
+                    what: format!("origin of {event_id}"),
+                    message: e.to_string(),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let preferred_origin = origins.len().checked_sub(1);
-        Ok(Some(Event { id: event_id.to_string(), picks, origins, preferred_origin }))
+        Ok(Some(Event {
+            id: event_id.to_string(),
+            picks,
+            origins,
+            preferred_origin,
+        }))
     }
 
     /// Events, newest first (by latest origin time, then creation), at most `limit`.
@@ -361,17 +407,35 @@ impl Store {
             .map_err(sql("list events"))?;
         let rows = st
             .query_map(params![limit as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, Option<String>>(4)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
             })
             .map_err(sql("list events"))?;
         let mut out = Vec::new();
         for r in rows {
             let (id, closed, n_o, n_p, json) = r.map_err(sql("list events"))?;
-            let preferred = match json {
-                Some(j) => Some(serde_json::from_str::<Origin>(&j).map_err(|e| StoreError::Corrupt { what: format!("origin of {id}"), message: e.to_string() })?),
-                None => None,
-            };
-            out.push(EventSummary { id, n_origins: n_o as u32, n_picks: n_p as u32, preferred, closed: closed == 1 });
+            let preferred =
+                match json {
+                    Some(j) => Some(serde_json::from_str::<Origin>(&j).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: format!("origin of {id}"),
+                            message: e.to_string(),
+                        }
+                    })?),
+                    None => None,
+                };
+            out.push(EventSummary {
+                id,
+                n_origins: n_o as u32,
+                n_picks: n_p as u32,
+                preferred,
+                closed: closed == 1,
+            });
         }
         Ok(out)
     }
@@ -387,22 +451,39 @@ impl Store {
             )
             .optional()
             .map_err(sql("select particles"))?;
-        j.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt { what: format!("particles of {event_id}"), message: e.to_string() }))
-            .transpose()
+        j.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+                what: format!("particles of {event_id}"),
+                message: e.to_string(),
+            })
+        })
+        .transpose()
     }
 
     /// Counts of (events, origins, picks) stored.
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
         let conn = self.lock();
-        let c = |q: &str| conn.query_row(q, [], |r| r.get::<_, i64>(0)).map(|v| v as u64).map_err(sql("count"));
-        Ok((c("SELECT COUNT(*) FROM events")?, c("SELECT COUNT(*) FROM origins")?, c("SELECT COUNT(*) FROM picks")?))
+        let c = |q: &str| {
+            conn.query_row(q, [], |r| r.get::<_, i64>(0))
+                .map(|v| v as u64)
+                .map_err(sql("count"))
+        };
+        Ok((
+            c("SELECT COUNT(*) FROM events")?,
+            c("SELECT COUNT(*) FROM origins")?,
+            c("SELECT COUNT(*) FROM picks")?,
+        ))
     }
 
     /// Ids of events not yet closed.
     pub fn open_event_ids(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare("SELECT id FROM events WHERE closed = 0 ORDER BY id").map_err(sql("open events"))?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql("open events"))?;
+        let mut st = conn
+            .prepare("SELECT id FROM events WHERE closed = 0 ORDER BY id")
+            .map_err(sql("open events"))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(sql("open events"))?;
         rows.map(|r| r.map_err(sql("open events"))).collect()
     }
 }
@@ -410,12 +491,25 @@ impl Store {
 fn row_to_pick(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Pick, StoreError>> {
     let id: String = r.get(0)?;
     let phase: String = r.get(4)?;
-    let station = StationCode { network: r.get(1)?, station: r.get(2)?, location: r.get(3)? };
+    let station = StationCode {
+        network: r.get(1)?,
+        station: r.get(2)?,
+        location: r.get(3)?,
+    };
     let t: i64 = r.get(5)?;
     let sigma: f64 = r.get(6)?;
     Ok(match phase.parse::<Phase>() {
-        Ok(phase) => Ok(Pick { id, station, phase, time: DateTime::<Utc>::from_timestamp_nanos(t), uncertainty_s: sigma }),
-        Err(e) => Err(StoreError::Corrupt { what: format!("pick {id}"), message: e.to_string() }),
+        Ok(phase) => Ok(Pick {
+            id,
+            station,
+            phase,
+            time: DateTime::<Utc>::from_timestamp_nanos(t),
+            uncertainty_s: sigma,
+        }),
+        Err(e) => Err(StoreError::Corrupt {
+            what: format!("pick {id}"),
+            message: e.to_string(),
+        }),
     })
 }
 
@@ -455,14 +549,22 @@ mod tests {
     fn round_trips_and_ignores_repeats_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.sqlite");
-        let pick = Pick::new(StationCode::new("EK", "EK01"), Phase::P, parse_utc("2024-01-01T00:00:01.000000001Z").unwrap(), 0.05);
+        let pick = Pick::new(
+            StationCode::new("EK", "EK01"),
+            Phase::P,
+            parse_utc("2024-01-01T00:00:01.000000001Z").unwrap(),
+            0.05,
+        );
         {
             let s = Store::open(&path).unwrap();
             assert!(s.insert_pick(&pick).unwrap());
             assert!(!s.insert_pick(&pick).unwrap());
             s.upsert_event("ev1", &[pick.id.clone()]).unwrap();
             let o = origin("ev1", 1, &pick);
-            let parts = Particles { origin_id: o.id.clone(), rows: vec![[34.0, -117.3, 8.0, 0.01]] };
+            let parts = Particles {
+                origin_id: o.id.clone(),
+                rows: vec![[34.0, -117.3, 8.0, 0.01]],
+            };
             assert!(s.insert_origin("ev1", &o, Some(&parts)).unwrap());
             assert!(!s.insert_origin("ev1", &o, None).unwrap());
         }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eikoloc::config::{ResolvedStationConfig, StationConfig};
-use eikoloc::daemon::{self, Addresses, Association, DaemonError, Engine, EventChange, Listeners, LocateRequest, Located, Locator, ResolvedServeConfig};
+use eikoloc::daemon::{
+    self, Addresses, Association, DaemonError, Engine, EventChange, Listeners, LocateRequest,
+    Located, Locator, ResolvedServeConfig,
+};
 use eikoloc::domain::{Arrival, Origin, OriginUncertainty, Pick};
 use eikoloc::ingest::WirePick;
 use eikoloc::metrics::Metrics;
@@ -36,7 +39,9 @@ impl Running {
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         let r = tokio::time::timeout(Duration::from_secs(60), self.task.take().unwrap()).await;
-        r.expect("service stopped within 60 s").expect("service task").expect("service returned Ok");
+        r.expect("service stopped within 60 s")
+            .expect("service task")
+            .expect("service returned Ok");
     }
 }
 
@@ -44,14 +49,25 @@ impl Running {
 pub async fn start(config: ResolvedServeConfig, engine: Engine) -> Running {
     let listeners = Listeners::bind(&config).await.unwrap();
     let addrs = listeners.addresses();
-    let codes: Vec<_> = config.station.inventory.stations().iter().map(|s| s.code.clone()).collect();
+    let codes: Vec<_> = config
+        .station
+        .inventory
+        .stations()
+        .iter()
+        .map(|s| s.code.clone())
+        .collect();
     let metrics = Metrics::new(&codes);
     let (tx, rx) = oneshot::channel::<()>();
     let m = metrics.clone();
     let task = tokio::spawn(daemon::run(config, listeners, engine, m, async move {
         let _ = rx.await;
     }));
-    Running { addrs, metrics, stop: Some(tx), task: Some(task) }
+    Running {
+        addrs,
+        metrics,
+        stop: Some(tx),
+        task: Some(task),
+    }
 }
 
 /// Sends picks as JSON lines on one connection, then closes it.
@@ -107,7 +123,9 @@ pub async fn read_msgpack<T: serde::de::DeserializeOwned>(s: &mut TcpStream) -> 
 
 /// `GET path` over HTTP/1.1; (status, body); status 0 when the server cannot be reached.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr).await else { return (0, String::new()) };
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return (0, String::new());
@@ -118,8 +136,19 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     (status, body)
 }
 
@@ -168,7 +197,12 @@ impl MinuteAssociation {
         format!("ev{minute}")
     }
     fn close_before(&mut self, minute: i64) -> Vec<EventChange> {
-        let mut closed: Vec<i64> = self.buckets.iter().filter(|(m, (_, open))| **m < minute && *open).map(|(m, _)| *m).collect();
+        let mut closed: Vec<i64> = self
+            .buckets
+            .iter()
+            .filter(|(m, (_, open))| **m < minute && *open)
+            .map(|(m, _)| *m)
+            .collect();
         closed.sort();
         closed
             .into_iter()
@@ -189,10 +223,16 @@ impl Association for MinuteAssociation {
         let (ids, open) = self.buckets.entry(minute).or_default();
         ids.push(pick.id.clone());
         if *open {
-            out.push(EventChange::Updated { id: Self::id(minute), pick_ids: vec![pick.id.clone()] });
+            out.push(EventChange::Updated {
+                id: Self::id(minute),
+                pick_ids: vec![pick.id.clone()],
+            });
         } else if ids.len() == 4 {
             *open = true;
-            out.push(EventChange::Opened { id: Self::id(minute), pick_ids: ids.clone() });
+            out.push(EventChange::Opened {
+                id: Self::id(minute),
+                pick_ids: ids.clone(),
+            });
         }
         out
     }
@@ -210,7 +250,11 @@ pub struct CentroidLocator {
 impl Locator for CentroidLocator {
     fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
         let inv = &self.station.inventory;
-        let st: Vec<_> = r.picks.iter().filter_map(|p| inv.get(&p.station.network, &p.station.station)).collect();
+        let st: Vec<_> = r
+            .picks
+            .iter()
+            .filter_map(|p| inv.get(&p.station.network, &p.station.station))
+            .collect();
         if st.is_empty() {
             return Err("no picks".into());
         }
@@ -248,11 +292,18 @@ impl Locator for CentroidLocator {
             version: 0,
             is_final: false,
         };
-        Ok(Located { origin, particles: Some(vec![[lat, lon, 8.0, 0.0], [lat + 0.01, lon, 9.0, 0.1]]) })
+        Ok(Located {
+            origin,
+            particles: Some(vec![[lat, lon, 8.0, 0.0], [lat + 0.01, lon, 9.0, 0.1]]),
+        })
     }
 }
 
 pub fn engine(station: &eikoloc::config::ResolvedStationConfig) -> Engine {
-    Engine { association: Box::new(MinuteAssociation::default()), locator: Arc::new(CentroidLocator { station: station.clone() }) }
+    Engine {
+        association: Box::new(MinuteAssociation::default()),
+        locator: Arc::new(CentroidLocator {
+            station: station.clone(),
+        }),
+    }
 }
-
