@@ -184,8 +184,14 @@ pub fn validate(
                     format!("time_s {s}"),
                 ));
             }
-            let nanos = (s * 1e9).round() as i64;
-            let t = DateTime::<Utc>::from_timestamp_nanos(nanos);
+            // An f64 near 1.7e9 s resolves ~0.24 us: round the fraction to whole microseconds
+            // (what a sender meant), rather than scaling the whole value to nanoseconds, which
+            // leaves float noise in the last digits.
+            let whole = s.floor();
+            let micros = ((s - whole) * 1e6).round() as i64;
+            let t = DateTime::<Utc>::from_timestamp(whole as i64, 0)
+                .map(|t| t + chrono::TimeDelta::microseconds(micros))
+                .ok_or_else(|| reject(RejectReason::TimeOutOfRange, Some(phase), format!("time_s {s}")))?;
             check_plausible(t)
                 .map_err(|e| reject(RejectReason::TimeOutOfRange, Some(phase), e.to_string()))?
         }
