@@ -16,10 +16,17 @@
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
 //! - [`waveform`]: miniSEED 2 records in and out (miniseed-rs), traces, synthetic seismograms.
 //! - [`picker`]: streaming STA/LTA + AIC picker, P on verticals and S on horizontals.
-//! - [`ingest`]: pick sources; [`ingest::seedlink`] holds the SeedLink v3 protocol, client,
-//!   playback server and the client -> picker -> picks pipeline.
+//! - [`ingest`]: pick sources: the service's TCP pick ingest (MessagePack frames, JSON lines;
+//!   wire schema in [`ingest::wire`], apart from the domain types; validation against the
+//!   inventory) and [`ingest::seedlink`] (SeedLink v3 protocol, client, playback server and the
+//!   client -> picker -> picks pipeline).
 //! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
 //!   resolved (stations and velocity loaded, local frame, model box).
+//! - [`store`]: the SQLite event store (picks, events, every origin version, arrivals).
+//! - [`publish`]: publishers (push model): per-event QuakeML files, the TCP origin stream.
+//! - [`metrics`]: the Prometheus metrics of the service.
+//! - [`daemon`]: `eikoloc serve`: `run(config, listeners, engine, metrics, shutdown)` wires
+//!   ingest, association, location, store, publishers and the HTTP API.
 //!
 //! Outside `src/`: `station-configs/` (one folder per region; `demo/` is the bundled default),
 //! `trained-models/` (trained networks), `deploy/` (operations files), `tests/` (integration
@@ -32,11 +39,15 @@ pub mod associate;
 pub mod catalog;
 pub mod compare;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod ingest;
 pub mod inventory;
-pub mod picker;
 pub mod locate;
+pub mod metrics;
+pub mod picker;
+pub mod publish;
+pub mod store;
 pub mod synth;
 pub mod traveltime;
 pub mod velocity;

@@ -21,6 +21,8 @@ enum Command {
     Compare(cmd::compare::Args),
     /// Traveltimes for (phase, distance, depth, elevation) rows, CSV in and out.
     Traveltime(cmd::traveltime::Args),
+    /// The location service: picks in over TCP, events out (QuakeML files, stream, HTTP, metrics).
+    Serve(cmd::serve::Args),
     /// Serve a miniSEED archive over SeedLink v3 (real-time or accelerated playback).
     SeedlinkServe(cmd::seedlink_serve::Args),
     /// Read waveforms from a SeedLink server, pick P and S, print picks as CSV.
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Compare(a) => cmd::compare::run(a),
         Command::Traveltime(a) => cmd::traveltime::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::SeedlinkServe(a) => cmd::seedlink_serve::run(a),
         Command::SeedlinkPick(a) => cmd::seedlink_pick::run(a),
         Command::SynthWaveforms(a) => cmd::seedlink_synth::run(a),

@@ -9,3 +9,4 @@ pub mod seedlink_log;
 pub mod seedlink_pick;
 pub mod seedlink_serve;
 pub mod seedlink_synth;
+pub mod serve;

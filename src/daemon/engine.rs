@@ -1,0 +1,233 @@
+//! The service's science: the streaming [`Associator`] and the SVGD locator
+//! ([`crate::locate::locate`]) behind the pipeline's [`Association`] and [`Locator`] traits.
+//!
+//! Traveltimes come from the exact 1-D layered solver of the configured velocity model
+//! ([`LayeredExact`]), tabulated for the locator ([`RadialTableModel`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::associate::{AssocPick, Associator, AssociatorConfig, AssociatorOutput};
+use crate::config::ResolvedStationConfig;
+use crate::domain::{Phase, Pick};
+use crate::locate::event::locate_picks;
+use crate::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
+use crate::traveltime::{LayeredExact, Receiver, TraveltimeModel};
+
+use super::pipeline::{Association, EventChange, LocateRequest, Located, Locator};
+use super::Engine;
+
+/// How long (stream s) a pick id is remembered for the associator's outputs; far beyond any
+/// association window, so the map stays bounded on a months-long stream.
+const ID_HORIZON_S: f64 = 3600.0;
+
+/// Builds the engine for a station configuration: the exact 1-D traveltimes of its velocity
+/// model, tabulated once per (phase, station depth) over the box (the locator's fast path, as
+/// `eikoloc locate` does), the associator over the configured box, and the SVGD locator.
+pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
+    let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(station.velocity.clone()));
+    let b = station.model_box;
+    let top = b
+        .z_min_km
+        .max(-station.inventory.max_elevation_m() / 1000.0);
+    let assoc_top = top.max(0.0);
+    let acfg = AssociatorConfig {
+        box_km: Some([b.x_min_km, b.x_max_km, b.y_min_km, b.y_max_km]),
+        depth_min_km: assoc_top,
+        depth_max_km: b
+            .z_max_km
+            .min(AssociatorConfig::default().depth_max_km)
+            .max(assoc_top),
+        ..AssociatorConfig::default()
+    };
+    let assoc = Associator::new(&station.station_positions, exact.as_ref(), acfg)
+        .map_err(|e| e.to_string())?;
+    let search = SearchBox {
+        x_min_km: b.x_min_km,
+        x_max_km: b.x_max_km,
+        y_min_km: b.y_min_km,
+        y_max_km: b.y_max_km,
+        z_min_km: top,
+        z_max_km: b.z_max_km,
+    };
+    let receivers: Vec<Receiver> = station
+        .station_positions
+        .iter()
+        .flat_map(|p| {
+            Phase::ALL.map(|phase| Receiver {
+                phase,
+                position: *p,
+            })
+        })
+        .collect();
+    let corners = [
+        (b.x_min_km, b.y_min_km),
+        (b.x_min_km, b.y_max_km),
+        (b.x_max_km, b.y_min_km),
+        (b.x_max_km, b.y_max_km),
+    ];
+    let r_max = station
+        .station_positions
+        .iter()
+        .flat_map(|p| corners.map(|(x, y)| (x - p.x_km).hypot(y - p.y_km)))
+        .fold(0.0, f64::max);
+    let grid = TableGrid {
+        r_max_km: (r_max + 1.0).min(400.0),
+        dr_km: 0.5,
+        z_min_km: top,
+        z_max_km: b.z_max_km,
+        dz_km: 0.25,
+    };
+    let table: Arc<dyn TraveltimeModel> = Arc::new(
+        RadialTableModel::build(exact, grid, &receivers)
+            .map_err(|e| format!("traveltime table: {e}"))?,
+    );
+    let config = LocateConfig {
+        model_error_floor_s: 0.05,
+        model_error_fraction: 0.02,
+        ..LocateConfig::default()
+    };
+    Ok(Engine {
+        association: Box::new(StreamAssociation::new(assoc, station.clone())),
+        locator: Arc::new(SvgdLocator {
+            model: table,
+            station: station.clone(),
+            search,
+            config,
+        }),
+    })
+}
+
+/// The associator with the service's pick ids and UTC times (Unix seconds on its clock).
+pub struct StreamAssociation {
+    assoc: Associator,
+    station: ResolvedStationConfig,
+    ids: BTreeMap<u64, (String, f64)>,
+    next: u64,
+}
+
+impl StreamAssociation {
+    /// Wraps an associator built over `station.station_positions`.
+    pub fn new(assoc: Associator, station: ResolvedStationConfig) -> Self {
+        Self {
+            assoc,
+            station,
+            ids: BTreeMap::new(),
+            next: 0,
+        }
+    }
+
+    fn translate(&mut self, outs: Vec<AssociatorOutput>) -> Vec<EventChange> {
+        let name = |ids: &BTreeMap<u64, (String, f64)>, k: u64| ids.get(&k).map(|v| v.0.clone());
+        let changes = outs
+            .into_iter()
+            .map(|o| match o {
+                AssociatorOutput::EventOpened { id, picks, .. } => EventChange::Opened {
+                    id,
+                    pick_ids: picks
+                        .iter()
+                        .filter_map(|p| name(&self.ids, p.pick.id))
+                        .collect(),
+                },
+                AssociatorOutput::EventUpdated { id, new_picks, .. } => EventChange::Updated {
+                    id,
+                    pick_ids: new_picks
+                        .iter()
+                        .filter_map(|p| name(&self.ids, p.pick.id))
+                        .collect(),
+                },
+                AssociatorOutput::EventClosed { id, .. } => EventChange::Closed { id },
+            })
+            .collect();
+        let horizon = self.assoc.now_s() - ID_HORIZON_S;
+        self.ids.retain(|_, (_, t)| *t >= horizon);
+        changes
+    }
+}
+
+fn unix_s(t: &DateTime<Utc>) -> f64 {
+    t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) * 1e-9
+}
+
+impl Association for StreamAssociation {
+    fn push(&mut self, pick: &Pick) -> Vec<EventChange> {
+        let Some(station) = self
+            .station
+            .inventory
+            .position(&pick.station.network, &pick.station.station)
+        else {
+            return Vec::new();
+        };
+        let id = self.next;
+        self.next += 1;
+        let time_s = unix_s(&pick.time);
+        self.ids.insert(id, (pick.id.clone(), time_s));
+        let outs = self.assoc.push(AssocPick {
+            id,
+            station,
+            phase: pick.phase,
+            time_s,
+        });
+        self.translate(outs)
+    }
+
+    fn advance_to(&mut self, t: DateTime<Utc>) -> Vec<EventChange> {
+        let outs = self.assoc.advance_to(unix_s(&t));
+        self.translate(outs)
+    }
+}
+
+/// The SVGD locator over the configured box.
+pub struct SvgdLocator {
+    model: Arc<dyn TraveltimeModel>,
+    station: ResolvedStationConfig,
+    search: SearchBox,
+    config: LocateConfig,
+}
+
+/// Picks further than this from an event's median pick time are set aside, s.
+const MAX_SPAN_S: f64 = 300.0;
+
+impl Locator for SvgdLocator {
+    fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
+        // Deterministic per event and pick count: the same picks give the same posterior,
+        // also after a restart.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&r.event_id, &mut h);
+        let seed = std::hash::Hasher::finish(&h) ^ r.picks.len() as u64;
+        let inv = &self.station.inventory;
+        let pos_of = |net: &str, sta: &str| {
+            inv.position(net, sta)
+                .map(|i| self.station.station_positions[i])
+        };
+        let outcome = locate_picks(
+            self.model.as_ref(),
+            &pos_of,
+            &self.station.frame,
+            &r.picks,
+            &self.search,
+            &self.config,
+            MAX_SPAN_S,
+            seed,
+            String::new(),
+        );
+        if outcome.problems.total() > 0 {
+            tracing::info!(event = %r.event_id, "picks set aside before locating: {}", outcome.problems.describe());
+        }
+        let (summary, post) = outcome.result.map_err(|e| e.to_string())?;
+        let particles = post
+            .particles
+            .iter()
+            .map(|p| {
+                let g = self.station.frame.to_geo(p[0], p[1]);
+                [g.lat_deg, g.lon_deg, p[2], p[3] - post.t0_s]
+            })
+            .collect();
+        Ok(Located {
+            origin: summary.origin,
+            particles: Some(particles),
+        })
+    }
+}

@@ -1,0 +1,521 @@
+//! The event pipeline, off the async runtime: one thread runs association and decides when
+//! to locate; a pool runs the locator; one thread stores and publishes.
+//!
+//! ```text
+//! picks ──> [pipeline thread: Association, EventTracker] ──LocateRequest──> [locate pool]
+//!                       ^                                                        │
+//!                       └───────────────────── Located ──────────────────────────┘
+//!                       │
+//!                       └──PublishJob──> [publish thread: Store, every Publisher]
+//! ```
+//!
+//! Per event at most one locate run is in flight; picks that arrive meanwhile mark it dirty
+//! and one more run follows (coalescing, so a burst of picks costs two runs, not one per pick).
+//! Relocation waits `slope * N + intercept` seconds after the previous origin (scautoloc's
+//! publication interval); the first origin and the final one (when the association window
+//! closes) go at once. Each successful run is the event's next version.
+//!
+//! At shutdown open events are not forced closed: pending runs are done, the results stored
+//! and published, and the events stay open in the store; at the next start their picks are
+//! replayed through the association, which re-opens them under the same deterministic ids.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use crossbeam::channel::{self, Receiver, Sender};
+
+use crate::domain::{Event, Origin, Pick};
+use crate::ingest::IngestedPick;
+use crate::metrics::{Metrics, Queue, RejectReason};
+use crate::publish::Publisher;
+use crate::store::{Particles, Store};
+
+use super::config::PipelineConfig;
+
+/// What association reports about events (the service's view of the associator's outputs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventChange {
+    /// A new event with its first picks (ids).
+    Opened { id: String, pick_ids: Vec<String> },
+    /// More picks joined an open event.
+    Updated { id: String, pick_ids: Vec<String> },
+    /// The event's window closed: no more picks will join.
+    Closed { id: String },
+}
+
+/// Streaming association: fed picks one at a time, in arrival order.
+pub trait Association: Send {
+    /// One pick in; what changed.
+    fn push(&mut self, pick: &Pick) -> Vec<EventChange>;
+    /// The stream clock moves to `t` without a pick (quiet network); what closed.
+    fn advance_to(&mut self, t: DateTime<Utc>) -> Vec<EventChange>;
+}
+
+/// One locate run to do.
+#[derive(Debug, Clone)]
+pub struct LocateRequest {
+    /// Event id.
+    pub event_id: String,
+    /// Every pick of the event so far.
+    pub picks: Vec<Pick>,
+    /// True for the final run after the window closed.
+    pub is_final: bool,
+}
+
+/// A locate run's result: the origin (id, version and finality are set by the pipeline) and
+/// its posterior particles.
+#[derive(Debug, Clone)]
+pub struct Located {
+    /// The origin.
+    pub origin: Origin,
+    /// Posterior particles (geographic), if the locator has them.
+    pub particles: Option<Vec<[f64; 4]>>,
+}
+
+/// A hypocentre locator, called on pool threads.
+pub trait Locator: Send + Sync {
+    /// Locates an event from its picks; the error is a message for the log.
+    fn locate(&self, request: &LocateRequest) -> Result<Located, String>;
+}
+
+/// A stored-and-published origin version, to the publish thread.
+struct PublishJob {
+    event_id: String,
+    origin: Origin,
+    particles: Option<Particles>,
+    trigger: Instant,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    picks: Vec<Pick>,
+    locating: bool,
+    dirty: bool,
+    closed: bool,
+    final_sent: bool,
+    last_origin_at: Option<Instant>,
+    trigger: Instant,
+    next_version: u32,
+}
+
+struct Done {
+    event_id: String,
+    is_final: bool,
+    trigger: Instant,
+    duration_s: f64,
+    result: Result<Located, String>,
+}
+
+/// The pipeline's moving parts, built by [`super::run`].
+pub struct Pipeline {
+    pub(crate) config: PipelineConfig,
+    pub(crate) store: Store,
+    pub(crate) metrics: Metrics,
+    pub(crate) association: Box<dyn Association>,
+    pub(crate) locator: std::sync::Arc<dyn Locator>,
+    pub(crate) publishers: Vec<Box<dyn Publisher>>,
+}
+
+/// Handle of the running pipeline threads.
+pub struct PipelineHandle {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl PipelineHandle {
+    /// Waits until the pipeline has drained (after its input closed).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Pipeline {
+    /// Starts the threads; the pipeline ends after `picks` closes and every event is final,
+    /// stored and published. `replay` is fed to the association first (restart).
+    pub fn start(
+        self,
+        picks: Receiver<IngestedPick>,
+        replay: Vec<Pick>,
+    ) -> std::io::Result<PipelineHandle> {
+        let Pipeline {
+            config,
+            store,
+            metrics,
+            association,
+            locator,
+            publishers,
+        } = self;
+        let (pub_tx, pub_rx) = channel::bounded::<PublishJob>(1024);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.locate_threads)
+            .thread_name(|i| format!("eikoloc-locate-{i}"))
+            .build()
+            .map_err(std::io::Error::other)?;
+        let publish = {
+            let store = store.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("eikoloc-publish".into())
+                .spawn(move || publish_loop(pub_rx, store, metrics, publishers))?
+        };
+        let core = std::thread::Builder::new()
+            .name("eikoloc-pipeline".into())
+            .spawn(move || {
+                let mut core = Core {
+                    config,
+                    store,
+                    metrics,
+                    association,
+                    locator,
+                    pool,
+                    events: HashMap::new(),
+                    done: channel::unbounded(),
+                    publish: pub_tx,
+                    in_flight: 0,
+                    draining: false,
+                    recent: HashMap::new(),
+                    recent_order: VecDeque::new(),
+                };
+                core.run(picks, replay);
+            })?;
+        Ok(PipelineHandle {
+            threads: vec![core, publish],
+        })
+    }
+}
+
+struct Core {
+    config: PipelineConfig,
+    store: Store,
+    metrics: Metrics,
+    association: Box<dyn Association>,
+    locator: std::sync::Arc<dyn Locator>,
+    pool: rayon::ThreadPool,
+    events: HashMap<String, Tracked>,
+    done: (Sender<Done>, Receiver<Done>),
+    publish: Sender<PublishJob>,
+    in_flight: usize,
+    draining: bool,
+    /// Picks of the last [`RECENT_HORIZON_S`] (stream time) by id, so event changes (which
+    /// name picks by id) need no store query.
+    recent: HashMap<String, Pick>,
+    recent_order: VecDeque<(DateTime<Utc>, String)>,
+}
+
+/// How long picks are kept in memory for the association's outputs, s of stream time: far
+/// beyond any association window.
+const RECENT_HORIZON_S: f64 = 3600.0;
+
+impl Core {
+    fn run(&mut self, picks: Receiver<IngestedPick>, replay: Vec<Pick>) {
+        if !replay.is_empty() {
+            tracing::info!(
+                "replaying {} stored picks through the associator",
+                replay.len()
+            );
+        }
+        let now = Instant::now();
+        for p in replay {
+            self.remember(&p);
+            let changes = self.association.push(&p);
+            self.apply(changes, now);
+        }
+        let mut last_pick_wall = Instant::now();
+        let mut last_pick_time: Option<DateTime<Utc>> = None;
+        let tick = Duration::from_millis(100);
+        let done_rx = self.done.1.clone();
+        let mut input_open = true;
+        while input_open {
+            channel::select! {
+                recv(picks) -> m => match m {
+                    Ok(ip) => {
+                        self.metrics.set_queue_depth(Queue::Picks, picks.len());
+                        let t = ip.pick.time;
+                        last_pick_time = Some(last_pick_time.map_or(t, |l| l.max(t)));
+                        last_pick_wall = Instant::now();
+                        self.on_pick(ip);
+                    }
+                    Err(_) => input_open = false,
+                },
+                recv(done_rx) -> d => if let Ok(d) = d { self.on_done(d) },
+                default(tick) => {}
+            }
+            // A quiet network must not hold events open forever: move the stream clock with
+            // the wall clock once no pick came for `idle_advance_s`.
+            let idle = last_pick_wall.elapsed().as_secs_f64();
+            if let Some(t) = last_pick_time {
+                if idle >= self.config.idle_advance_s {
+                    let to = crate::domain::time::add_seconds(&t, idle);
+                    let changes = self.association.advance_to(to);
+                    self.apply(changes, Instant::now());
+                }
+            }
+            self.schedule_due();
+        }
+        // Input closed (shutdown): locate what changed since the last origin without waiting
+        // for the throttle, finish every run, then stop. Open events stay open in the store:
+        // after a restart the replay re-opens them under the same ids and they go on.
+        self.draining = true;
+        self.schedule_due();
+        while self.in_flight > 0 || self.events.values().any(|e| e.dirty || e.locating) {
+            match done_rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(d) => self.on_done(d),
+                Err(_) => {
+                    tracing::error!(
+                        "locate runs did not finish within 60 s of shutdown; giving up on {} runs",
+                        self.in_flight
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_pick(&mut self, ip: IngestedPick) {
+        match self.store.insert_pick(&ip.pick) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics
+                    .pick_rejected(RejectReason::Duplicate, Some(ip.pick.phase));
+                tracing::info!("duplicate pick {} ignored", ip.pick.id);
+                return;
+            }
+            Err(e) => tracing::error!("storing pick {}: {e}", ip.pick.id),
+        }
+        self.remember(&ip.pick);
+        let changes = self.association.push(&ip.pick);
+        self.apply(changes, ip.received);
+    }
+
+    fn remember(&mut self, p: &Pick) {
+        self.recent.insert(p.id.clone(), p.clone());
+        self.recent_order.push_back((p.time, p.id.clone()));
+        let horizon = crate::domain::time::add_seconds(&p.time, -RECENT_HORIZON_S);
+        while let Some((t, _)) = self.recent_order.front() {
+            if *t >= horizon {
+                break;
+            }
+            // Picks arrive roughly in time order; an old straggler just lives a little longer.
+            let (_, id) = self.recent_order.pop_front().expect("front exists");
+            self.recent.remove(&id);
+        }
+    }
+
+    fn apply(&mut self, changes: Vec<EventChange>, trigger: Instant) {
+        for c in changes {
+            match c {
+                EventChange::Opened { id, pick_ids } | EventChange::Updated { id, pick_ids } => {
+                    if let Err(e) = self.store.upsert_event(&id, &pick_ids) {
+                        tracing::error!("storing event {id}: {e}");
+                    }
+                    if !self.events.contains_key(&id) {
+                        let next_version = self.store.latest_version(&id).unwrap_or(0) + 1;
+                        self.metrics.event_opened();
+                        tracing::info!(event = %id, "event opened");
+                        self.events.insert(
+                            id.clone(),
+                            Tracked {
+                                picks: Vec::new(),
+                                locating: false,
+                                dirty: false,
+                                closed: false,
+                                final_sent: false,
+                                last_origin_at: None,
+                                trigger,
+                                next_version,
+                            },
+                        );
+                    }
+                    let mut missing = false;
+                    let ev = self.events.get_mut(&id).expect("inserted above");
+                    for pid in &pick_ids {
+                        match self.recent.get(pid) {
+                            Some(p) if !ev.picks.iter().any(|q| q.id == *pid) => {
+                                ev.picks.push(p.clone())
+                            }
+                            Some(_) => {}
+                            None => missing = true,
+                        }
+                    }
+                    if missing || ev.picks.is_empty() {
+                        // After a restart an event's older picks may only be in the store.
+                        if let Ok(Some(e)) = self.store.event(&id) {
+                            ev.picks = e.picks;
+                        }
+                    }
+                    ev.picks
+                        .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+                    ev.dirty = true;
+                    ev.trigger = trigger;
+                }
+                EventChange::Closed { id } => {
+                    if let Err(e) = self.store.close_event(&id) {
+                        tracing::error!("closing event {id}: {e}");
+                    }
+                    self.metrics.event_closed();
+                    if let Some(ev) = self.events.get_mut(&id) {
+                        ev.closed = true;
+                        ev.dirty = true;
+                        ev.trigger = trigger;
+                    }
+                }
+            }
+        }
+        self.schedule_due();
+    }
+
+    fn schedule_due(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (id, ev) in &self.events {
+            if ev.locating || !ev.dirty {
+                continue;
+            }
+            let wait_s = self.config.relocate_slope_s * ev.picks.len() as f64
+                + self.config.relocate_intercept_s;
+            let ready = self.draining
+                || ev.closed
+                || ev
+                    .last_origin_at
+                    .is_none_or(|t| now.duration_since(t).as_secs_f64() >= wait_s);
+            if ready {
+                due.push(id.clone());
+            }
+        }
+        for id in due {
+            self.dispatch(&id);
+        }
+        self.metrics.set_queue_depth(Queue::Locate, self.in_flight);
+    }
+
+    fn dispatch(&mut self, id: &str) {
+        let Some(ev) = self.events.get_mut(id) else {
+            return;
+        };
+        ev.locating = true;
+        ev.dirty = false;
+        let is_final = ev.closed;
+        if is_final {
+            ev.final_sent = true;
+        }
+        let request = LocateRequest {
+            event_id: id.to_string(),
+            picks: ev.picks.clone(),
+            is_final,
+        };
+        let trigger = ev.trigger;
+        let locator = self.locator.clone();
+        let tx = self.done.0.clone();
+        self.in_flight += 1;
+        self.pool.spawn(move || {
+            let start = Instant::now();
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| locator.locate(&request)))
+                    .unwrap_or_else(|_| Err("the locator panicked".into()));
+            let _ = tx.send(Done {
+                event_id: request.event_id,
+                is_final,
+                trigger,
+                duration_s: start.elapsed().as_secs_f64(),
+                result,
+            });
+        });
+    }
+
+    fn on_done(&mut self, d: Done) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.metrics.locate_finished(d.duration_s, d.result.is_ok());
+        let Some(ev) = self.events.get_mut(&d.event_id) else {
+            return;
+        };
+        ev.locating = false;
+        match d.result {
+            Ok(located) => {
+                let mut origin = located.origin;
+                origin.version = ev.next_version;
+                origin.is_final = d.is_final;
+                origin.id = format!("{}/v{}", d.event_id, origin.version);
+                ev.next_version += 1;
+                ev.last_origin_at = Some(Instant::now());
+                let particles = located.particles.map(|rows| Particles {
+                    origin_id: origin.id.clone(),
+                    rows,
+                });
+                // Blocking send: if publishing falls behind, locating waits for it.
+                let _ = self.publish.send(PublishJob {
+                    event_id: d.event_id.clone(),
+                    origin,
+                    particles,
+                    trigger: d.trigger,
+                });
+                self.metrics
+                    .set_queue_depth(Queue::Publish, self.publish.len());
+            }
+            Err(e) => {
+                tracing::warn!(event = %d.event_id, final_run = d.is_final, "locate failed: {e}")
+            }
+        }
+        if d.is_final {
+            self.events.remove(&d.event_id);
+        } else if ev.closed {
+            ev.dirty = true;
+        }
+        self.schedule_due();
+    }
+}
+
+fn publish_loop(
+    rx: Receiver<PublishJob>,
+    store: Store,
+    metrics: Metrics,
+    mut publishers: Vec<Box<dyn Publisher>>,
+) {
+    for job in rx.iter() {
+        metrics.set_queue_depth(Queue::Publish, rx.len());
+        match store.insert_origin(&job.event_id, &job.origin, job.particles.as_ref()) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(origin = %job.origin.id, "origin version already stored; not published again");
+                continue;
+            }
+            Err(e) => tracing::error!(origin = %job.origin.id, "storing origin: {e}"),
+        }
+        let event = match store.event(&job.event_id) {
+            Ok(Some(e)) => e,
+            Ok(None) | Err(_) => Event {
+                id: job.event_id.clone(),
+                picks: Vec::new(),
+                origins: vec![job.origin.clone()],
+                preferred_origin: Some(0),
+            },
+        };
+        for p in publishers.iter_mut() {
+            if let Err(e) = p.publish(&event, &job.origin) {
+                metrics.publish_failed(p.name());
+                tracing::error!(publisher = p.name(), origin = %job.origin.id, "publish failed: {e}");
+            }
+        }
+        metrics.origin_published(
+            job.origin.version,
+            job.origin.is_final,
+            job.trigger.elapsed().as_secs_f64(),
+            job.origin.uncertainty.horizontal_68.major_km,
+        );
+        tracing::info!(
+            event = %job.event_id,
+            version = job.origin.version,
+            is_final = job.origin.is_final,
+            lat = job.origin.lat_deg,
+            lon = job.origin.lon_deg,
+            depth_km = job.origin.depth_km,
+            "origin published"
+        );
+    }
+    for p in publishers.iter_mut() {
+        if let Err(e) = p.flush() {
+            tracing::error!(publisher = p.name(), "flush failed: {e}");
+        }
+    }
+}
