@@ -1,6 +1,6 @@
 //! `eikoloc locate`: locate every event of a picks CSV with the SVGD locator; one catalog
-//! row per event (located or not, with its input problems), optional QuakeML-shaped JSON
-//! posterior particles.
+//! row per event (located or not, with its input problems), optional QuakeML 1.2 catalog
+//! (picks, origins, uncertainty, arrivals) and JSON posterior particles.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,14 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use eikoloc::catalog::csv::{read_picks_file, PicksCsvOptions};
+use eikoloc::catalog::quakeml::write_quakeml;
 use eikoloc::config::ResolvedStationConfig;
-use eikoloc::domain::{format_utc, GeoPoint, LocalFrame, LocalPoint, StationInventory};
+use eikoloc::domain::{format_utc, Event, GeoPoint, LocalFrame, LocalPoint, StationInventory};
 use eikoloc::locate::event::{locate_picks, EventOutcome};
 use eikoloc::locate::{
     LikelihoodKind, LocateConfig, OriginTimeMode, RadialTableModel, SearchBox, TableGrid,
 };
-use eikoloc::traveltime::{Receiver, TraveltimeModel};
-use eikoloc::velocity::{GradientModel, LayeredModel};
+use eikoloc::traveltime::pinn::ModelBounds;
+use eikoloc::traveltime::{PinnModel, Receiver, TraveltimeModel};
+use eikoloc::velocity::{GradientModel, LayeredModel, VelocityModel};
 
 /// Arguments of `eikoloc locate`.
 #[derive(clap::Args, Debug)]
@@ -182,14 +184,60 @@ pub fn setup(
     })
 }
 
+impl Setup {
+    /// The region a traveltime network must cover to locate in this setup: horizontal
+    /// distances up to the farthest box corner from any station, source depths over the
+    /// box, receiver depths over the stations (km, local frame, depth below sea level).
+    pub fn needed_bounds(&self) -> ModelBounds {
+        let b = &self.bbox;
+        let max_distance_km = self
+            .positions
+            .iter()
+            .flat_map(|p| {
+                [
+                    (b.x_min_km, b.y_min_km),
+                    (b.x_min_km, b.y_max_km),
+                    (b.x_max_km, b.y_min_km),
+                    (b.x_max_km, b.y_max_km),
+                ]
+                .map(|(x, y)| (x - p.x_km).hypot(y - p.y_km))
+            })
+            .fold(0.0, f64::max);
+        let zr =
+            |m: fn(f64, f64) -> f64, init: f64| self.positions.iter().map(|p| p.z_km).fold(init, m);
+        ModelBounds {
+            max_distance_km,
+            source_depth_min_km: b.z_min_km,
+            source_depth_max_km: b.z_max_km,
+            receiver_depth_min_km: zr(f64::min, f64::INFINITY),
+            receiver_depth_max_km: zr(f64::max, f64::NEG_INFINITY),
+        }
+    }
+}
+
+/// Loads a trained network and refuses it unless it was trained for this velocity model
+/// and covers this setup's search box and stations.
+pub fn load_network(dir: &Path, s: &Setup) -> anyhow::Result<PinnModel> {
+    let m = PinnModel::load(dir).with_context(|| format!("--model {}", dir.display()))?;
+    m.check_compatible(&s.velocity.content_hash(), &s.needed_bounds())
+        .with_context(|| {
+            format!(
+                "--model {}: not usable with this velocity model and search box",
+                dir.display()
+            )
+        })?;
+    Ok(m)
+}
+
 /// The traveltime engine named on the command line.
 pub fn traveltime_model(
     model: Option<&Path>,
     traveltime: Option<&str>,
-    velocity: &LayeredModel,
+    s: &Setup,
 ) -> anyhow::Result<Arc<dyn TraveltimeModel>> {
+    let velocity = &s.velocity;
     if let Some(m) = model {
-        bail!("--model {}: the trained-network evaluator is not part of this build yet; use --traveltime exact", m.display());
+        return Ok(Arc::new(load_network(m, s)?));
     }
     match traveltime.unwrap_or("exact") {
         "exact" => Ok(Arc::new(eikoloc::traveltime::LayeredExact::new(
@@ -228,10 +276,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.velocity.as_deref(),
         a.max_depth,
     )?;
-    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s.velocity)?;
-    if a.quakeml.is_some() {
-        bail!("--quakeml: the QuakeML writer is not part of this build yet (use --out and --posterior)");
-    }
+    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s)?;
+    // created before the (long) location run so that an unwritable path fails at once
+    let quakeml_out = match &a.quakeml {
+        Some(p) => Some((
+            p,
+            std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            ),
+        )),
+        None => None,
+    };
     let report = read_picks_file(
         &a.picks,
         &PicksCsvOptions {
@@ -298,12 +353,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .map(|(x, y)| (x - p.x_km).hypot(y - p.y_km))
             })
             .fold(0.0, f64::max);
+        // spacings shrunk to whole steps so the last node lands on the box edge: a node past
+        // it would query a network outside the region it was trained (and checked) for
+        let fit = |span: f64, d: f64| {
+            if span > 0.0 && d > 0.0 {
+                // a hair over whole steps so the grid's own ceil() cannot round up to one more
+                span / ((span / d).ceil().max(1.0) - 1e-9)
+            } else {
+                d
+            }
+        };
+        let r_max = r_max.min(400.0);
         let grid = TableGrid {
-            r_max_km: r_max.min(400.0),
-            dr_km: a.table_dr,
+            r_max_km: r_max,
+            dr_km: fit(r_max, a.table_dr),
             z_min_km: b.z_min_km,
             z_max_km: b.z_max_km,
-            dz_km: a.table_dz,
+            dz_km: fit(b.z_max_km - b.z_min_km, a.table_dz),
         };
         let t = std::time::Instant::now();
         let tab = RadialTableModel::build(model, grid, &receivers)?;
@@ -457,6 +523,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     w.flush()?;
+    if let Some(pw) = post_out.as_mut() {
+        pw.flush()?;
+    }
+    if let Some((path, out)) = quakeml_out {
+        // every event keeps all its picks (set-aside ones too, so the file says what was
+        // given); a located one carries its origin with uncertainty and arrivals
+        let qevents: Vec<Event> = events
+            .iter()
+            .zip(&outcomes)
+            .map(|(ev, o)| {
+                let origins: Vec<_> = match &o.result {
+                    Ok((sum, _)) => vec![sum.origin.clone()],
+                    Err(_) => Vec::new(),
+                };
+                Event {
+                    id: ev.event_id.clone(),
+                    picks: ev.picks.clone(),
+                    preferred_origin: (!origins.is_empty()).then_some(0),
+                    origins,
+                }
+            })
+            .collect();
+        write_quakeml(out, &qevents).with_context(|| format!("writing {}", path.display()))?;
+    }
     eprintln!("{ok} events located, {failed} not located, {} picks records skipped by the reader; model {}", report.problems.len(), model.name());
     Ok(())
 }

@@ -91,7 +91,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.velocity.as_deref(),
         a.max_depth,
     )?;
-    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s.velocity)?;
+    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s)?;
     let mut idx: Vec<usize> = (0..s.inventory.len()).collect();
     if let Some(list) = &a.only_stations {
         idx.clear();
