@@ -18,6 +18,8 @@
 //! - [`picker`]: streaming STA/LTA + AIC picker, P on verticals and S on horizontals.
 //! - [`ingest`]: pick sources; [`ingest::seedlink`] holds the SeedLink v3 protocol, client,
 //!   playback server and the client -> picker -> picks pipeline.
+//! - `pinn` (feature `train`): the offline burn trainer of the traveltime network; the
+//!   service only needs the burn-free evaluator in [`traveltime::pinn`].
 //! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
 //!   resolved (stations and velocity loaded, local frame, model box).
 //!
@@ -36,6 +38,8 @@ pub mod domain;
 pub mod ingest;
 pub mod inventory;
 pub mod picker;
+#[cfg(feature = "train")]
+pub mod pinn;
 pub mod locate;
 pub mod synth;
 pub mod traveltime;
