@@ -312,9 +312,11 @@ pub struct Associator {
     max_tt_node: Vec<f32>,
     nb: usize,
     mask: i64,
-    acc: Vec<u32>,
+    /// Vote counts, 16 bit (saturating): with node-major layout a node's ring of bins is
+    /// one or two cache lines, which halves the memory traffic of the voting loop.
+    acc: Vec<u16>,
     /// Per ring slot: an upper bound of the largest count in the bin (exact after a scan).
-    bin_max: Vec<u32>,
+    bin_max: Vec<u16>,
     /// A confirmation happened since deferred bins were last re-decided.
     confirmed: bool,
     initialized: bool,
@@ -325,7 +327,7 @@ pub struct Associator {
     pool_len: usize,
     /// Per cell (same layout as `acc`): the count at which its confirmation last failed;
     /// it is retried only once its count has grown past that.
-    failed: Vec<u32>,
+    failed: Vec<u16>,
     /// Decided bins in which a new vote reached the trigger since the last decision.
     dirty: Vec<i64>,
     /// Bins whose best cell waits for a stronger cell in a later bin to be decided first.
@@ -624,31 +626,47 @@ impl Associator {
         // offset keeps the argument positive so truncation is floor (libm floor is a call)
         const OFF: f64 = 1024.0;
         let base = (t - tol - self.k_lo as f64 * self.dt_s) * self.inv_dt + OFF;
+        // bins are at least twice the widest tolerance, so a vote covers bin r1 and at most
+        // r1 + 1; both are written without a data-dependent branch (a 0 increment when a bin
+        // is not covered or off the ring), which the 1-or-2-bins loop mispredicted half the time
         let width = 2.0 * tol * self.inv_dt;
         let nb = self.nb as i64;
         let r_live = self.k_live - self.k_lo;
-        let thr = self.cfg.trigger_picks as u32;
+        let thr = u16::try_from(self.cfg.trigger_picks).unwrap_or(u16::MAX);
         let inv_dt = self.inv_dt;
+        let k_lo = self.k_lo;
+        let mask = self.mask;
+        let nbu = self.nb;
         for (node, &tt) in tab.iter().enumerate() {
             let a = base - f64::from(tt) * inv_dt;
             let r1 = a as i64 - OFF as i64;
             let r2 = (a + width) as i64 - OFF as i64;
-            for r in r1.max(0)..=r2.min(nb - 1) {
-                let k = self.k_lo + r;
-                let slot = (k & self.mask) as usize;
-                let idx = node * self.nb + slot;
-                if add {
-                    let c = self.acc[idx] + 1;
-                    self.acc[idx] = c;
-                    if c > self.bin_max[slot] {
-                        self.bin_max[slot] = c;
+            let in1 = u16::from((0..nb).contains(&r1));
+            let in2 = u16::from(r2 != r1 && (0..nb).contains(&r2));
+            let s1 = ((k_lo + r1) & mask) as usize;
+            let s2 = ((k_lo + r1 + 1) & mask) as usize;
+            let row = &mut self.acc[node * nbu..(node + 1) * nbu];
+            if add {
+                let c1 = row[s1].saturating_add(in1);
+                row[s1] = c1;
+                let c2 = row[s2].saturating_add(in2);
+                row[s2] = c2;
+                // bin_max bounds every count of its bin, so max with an unchanged count is a no-op
+                self.bin_max[s1] = self.bin_max[s1].max(c1);
+                self.bin_max[s2] = self.bin_max[s2].max(c2);
+                if (c1 >= thr && in1 != 0 && r1 <= r_live)
+                    || (c2 >= thr && in2 != 0 && r2 <= r_live)
+                {
+                    for (inc, r, c) in [(in1, r1, c1), (in2, r2, c2)] {
+                        let k = k_lo + r;
+                        if inc != 0 && r <= r_live && c >= thr && !self.dirty.contains(&k) {
+                            self.dirty.push(k);
+                        }
                     }
-                    if r <= r_live && c >= thr && !self.dirty.contains(&k) {
-                        self.dirty.push(k);
-                    }
-                } else {
-                    self.acc[idx] = self.acc[idx].saturating_sub(1);
                 }
+            } else {
+                row[s1] = row[s1].saturating_sub(in1);
+                row[s2] = row[s2].saturating_sub(in2);
             }
         }
     }
@@ -657,7 +675,7 @@ impl Associator {
         if k < self.k_lo || k >= self.k_lo + self.nb as i64 {
             return 0;
         }
-        self.acc[self.cell(k, node)]
+        u32::from(self.acc[self.cell(k, node)])
     }
 
     /// Index of cell (bin k, node) in `acc` and `failed`: node-major, so that one pick's votes
@@ -690,11 +708,17 @@ impl Associator {
         }
         let thr = self.cfg.trigger_picks as u32;
         let slot = (k & self.mask) as usize;
+        // bin_max bounds every count of the bin: most bins are decided without a node scan
+        if u32::from(self.bin_max[slot]) < thr {
+            return;
+        }
         let cands: Vec<u32> = (0..self.n_nodes)
-            .filter(|&i| self.acc[i * self.nb + slot] >= thr)
+            .filter(|&i| u32::from(self.acc[i * self.nb + slot]) >= thr)
             .map(|i| i as u32)
             .collect();
         if cands.is_empty() {
+            // the scan gave the exact maximum (below the trigger): later calls skip it
+            self.bin_max[slot] = self.bin_max[slot].min(thr as u16 - 1);
             return;
         }
         let mut failures = 0;
@@ -705,7 +729,7 @@ impl Associator {
                 if c < thr {
                     continue;
                 }
-                if c <= self.failed[self.cell(k, node as usize)] {
+                if c <= u32::from(self.failed[self.cell(k, node as usize)]) {
                     continue;
                 }
                 if best.is_none_or(|(bc, bn)| c > bc || (c == bc && node < bn)) {
@@ -725,7 +749,7 @@ impl Associator {
             }
             self.stats.confirm_failures += 1;
             let i = self.cell(k, node as usize);
-            self.failed[i] = c;
+            self.failed[i] = u16::try_from(c).unwrap_or(u16::MAX);
             failures += 1;
             if failures >= self.cfg.max_tries_per_bin {
                 break;
@@ -743,19 +767,20 @@ impl Associator {
         let hi = (k + self.span_bins).min(self.k_lo + self.nb as i64 - 1);
         let slots: Vec<usize> = (lo..=hi)
             .map(|kk| (kk & self.mask) as usize)
-            .filter(|&sl| self.bin_max[sl] > c)
+            .filter(|&sl| u32::from(self.bin_max[sl]) > c)
             .collect();
         if slots.is_empty() {
             return false;
         }
         let own = (k & self.mask) as usize;
-        let mut exact = vec![0u32; slots.len()];
+        let mut exact = vec![0u16; slots.len()];
         for nd in 0..self.n_nodes {
             let base = nd * self.nb;
             for (j, &sl) in slots.iter().enumerate() {
                 let cc = self.acc[base + sl];
                 exact[j] = exact[j].max(cc);
-                if cc > c && cc > self.failed[base + sl] && !(sl == own && nd as u32 == node) {
+                let cc32 = u32::from(cc);
+                if cc32 > c && cc > self.failed[base + sl] && !(sl == own && nd as u32 == node) {
                     return true;
                 }
             }
@@ -894,6 +919,19 @@ impl Associator {
                 .sqrt()
                     < 2.0 * self.grid.dh_km
         }) {
+            return self.merge_into(i, picks, out);
+        }
+        self.open_event(x, t0, picks, out)
+    }
+
+    /// Adds a confirmed candidate's picks to open event `i` (free slots only).
+    fn merge_into(
+        &mut self,
+        i: usize,
+        picks: Vec<AssociatedPick>,
+        out: &mut Vec<AssociatorOutput>,
+    ) -> bool {
+        {
             let mut added = Vec::new();
             for p in picks {
                 let slot = 2 * p.pick.station + p.pick.phase.index();
@@ -915,9 +953,18 @@ impl Associator {
                 hypocentre: e.hypocentre,
                 new_picks: added,
             });
-            return true;
+            true
         }
-        // 4. open the event and withdraw its picks from the pool
+    }
+
+    /// Opens an event at `x` with origin time `t0` (s) and withdraws its picks from the pool.
+    fn open_event(
+        &mut self,
+        x: LocalPoint,
+        t0: f64,
+        picks: Vec<AssociatedPick>,
+        out: &mut Vec<AssociatorOutput>,
+    ) -> bool {
         for p in &picks {
             self.remove_from_pool(&p.pick);
         }
