@@ -20,6 +20,8 @@
 //!   wire schema in [`ingest::wire`], apart from the domain types; validation against the
 //!   inventory) and [`ingest::seedlink`] (SeedLink v3 protocol, client, playback server and the
 //!   client -> picker -> picks pipeline).
+//! - `pinn` (feature `train`): the offline burn trainer of the traveltime network; the
+//!   service only needs the burn-free evaluator in [`traveltime::pinn`].
 //! - [`config`]: station configurations (`station-configs/<name>/config.toml`): raw TOML ->
 //!   resolved (stations and velocity loaded, local frame, model box).
 //! - [`store`]: the SQLite event store (picks, events, every origin version, arrivals).
@@ -43,6 +45,8 @@ pub mod daemon;
 pub mod domain;
 pub mod ingest;
 pub mod inventory;
+#[cfg(feature = "train")]
+pub mod pinn;
 pub mod locate;
 pub mod metrics;
 pub mod picker;

@@ -35,6 +35,8 @@ enum Command {
     Locate(cmd::locate::Args),
     /// Synthetic events and picks with known truth.
     Synth(cmd::synth::Args),
+    /// Train the eikonal traveltime network for a region (needs `--features train`).
+    Train(cmd::train::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Model(a) => cmd::model::run(a),
         Command::Locate(a) => cmd::locate::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::Train(a) => cmd::train::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

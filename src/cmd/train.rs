@@ -1,0 +1,248 @@
+//! `eikoloc train`: fits the eikonal traveltime network for a region and writes
+//! `trained-models/NAME/` (see `eikoloc::traveltime::pinn` for the layout).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use eikoloc::config::ResolvedStationConfig;
+use eikoloc::domain::Phase;
+use eikoloc::pinn::artifact::write_artifact;
+use eikoloc::pinn::training::{default_settings, Progress, TrainConfig, TrainInputs};
+use eikoloc::traveltime::pinn::{Architecture, InputKind, ModelBounds, PhaseMode, VelocityInfo};
+use eikoloc::traveltime::LayeredExact;
+use eikoloc::velocity::LayeredModel;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `eikoloc train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Station config folder (e.g. station-configs/demo): velocity model and box come from it.
+    #[arg(long, conflicts_with = "velocity")]
+    pub config: Option<PathBuf>,
+    /// Or: a velocity model CSV (`depth_top_km,vp_km_s,vs_km_s`), with the box given below.
+    #[arg(long)]
+    pub velocity: Option<PathBuf>,
+    /// Model name (default: the config folder's name, or the velocity file's parent folder).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Largest epicentral distance, km (with --velocity).
+    #[arg(long, default_value_t = 150.0)]
+    pub max_distance_km: f64,
+    /// Source depth range below sea level, km (with --velocity).
+    #[arg(long, num_args = 2, default_values_t = [0.0, 30.0])]
+    pub source_depth_km: Vec<f64>,
+    /// Station elevation range, m (with --velocity).
+    #[arg(long, num_args = 2, default_values_t = [-200.0, 3000.0], allow_hyphen_values = true)]
+    pub elevation_m: Vec<f64>,
+    /// Output folder (default trained-models/NAME for a config, trained-models/cache/NAME otherwise).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 4000)]
+    pub steps: usize,
+    /// Collocation points per step.
+    #[arg(long, default_value_t = 2048)]
+    pub batch: usize,
+    /// Architecture `INPUTS:WIDTHxDEPTH[:phase-input]`, INPUTS radial1d or cartesian3d,
+    /// e.g. `radial1d:32x4` (two nets, P and S) or `radial1d:48x4:phase-input` (one net).
+    #[arg(long, default_value = "radial1d:32x4")]
+    pub arch: String,
+    /// Random seed (initialisation, collocation and validation points).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Initial learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Validation points per phase.
+    #[arg(long, default_value_t = 4000)]
+    pub validation_points: usize,
+    /// Validate every this many steps.
+    #[arg(long, default_value_t = 250)]
+    pub validate_every: usize,
+    /// Checkpoint every this many steps (burnpacks in OUT/checkpoints/).
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_every: usize,
+}
+
+/// Parses `INPUTS:WIDTHxDEPTH[:phase-input]`.
+pub fn parse_arch(s: &str) -> anyhow::Result<Architecture> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() < 2 || parts.len() > 3 {
+        bail!("--arch {s:?}: expected INPUTS:WIDTHxDEPTH[:phase-input], e.g. radial1d:32x4");
+    }
+    let inputs = match parts[0] {
+        "radial1d" | "1d" => InputKind::Radial1d,
+        "cartesian3d" | "3d" => InputKind::Cartesian3d,
+        other => bail!("--arch: unknown inputs {other:?} (radial1d or cartesian3d)"),
+    };
+    let (w, d) = parts[1]
+        .split_once('x')
+        .with_context(|| format!("--arch: {:?} is not WIDTHxDEPTH", parts[1]))?;
+    let (w, d): (usize, usize) = (
+        w.parse().context("--arch width")?,
+        d.parse().context("--arch depth")?,
+    );
+    if w == 0 || d == 0 || w > 4096 || d > 32 {
+        bail!("--arch: width {w} x depth {d} out of range");
+    }
+    let phase_mode = match parts.get(2) {
+        None | Some(&"separate") => PhaseMode::Separate,
+        Some(&"phase-input") => PhaseMode::Input,
+        Some(other) => bail!("--arch: unknown phase mode {other:?} (separate or phase-input)"),
+    };
+    Ok(Architecture {
+        inputs,
+        hidden: vec![w; d],
+        activation: "elu".into(),
+        phase_mode,
+    })
+}
+
+struct Region {
+    name: String,
+    velocity: LayeredModel,
+    bounds: ModelBounds,
+    default_out: PathBuf,
+}
+
+fn region(a: &Args) -> anyhow::Result<Region> {
+    if let Some(dir) = &a.config {
+        return region_from_config(dir, a.name.clone());
+    }
+    let Some(vpath) = &a.velocity else {
+        bail!("give --config station-configs/NAME or --velocity FILE")
+    };
+    let velocity = LayeredModel::from_csv_path(vpath)?;
+    let name = a.name.clone().unwrap_or_else(|| {
+        vpath
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let (e0, e1) = (
+        a.elevation_m[0].min(a.elevation_m[1]),
+        a.elevation_m[0].max(a.elevation_m[1]),
+    );
+    let bounds = ModelBounds {
+        max_distance_km: a.max_distance_km,
+        source_depth_min_km: a.source_depth_km[0].min(a.source_depth_km[1]),
+        source_depth_max_km: a.source_depth_km[0].max(a.source_depth_km[1]),
+        receiver_depth_min_km: -e1 / 1000.0,
+        receiver_depth_max_km: -e0 / 1000.0,
+    };
+    bounds.validate().map_err(anyhow::Error::msg)?;
+    Ok(Region {
+        default_out: PathBuf::from("trained-models/cache").join(&name),
+        name,
+        velocity,
+        bounds,
+    })
+}
+
+fn region_from_config(dir: &std::path::Path, name: Option<String>) -> anyhow::Result<Region> {
+    let cfg = ResolvedStationConfig::load(dir)
+        .with_context(|| format!("loading station config {}", dir.display()))?;
+    let bounds = ModelBounds::for_config(&cfg);
+    let name = name.unwrap_or_else(|| cfg.name.clone());
+    Ok(Region {
+        default_out: PathBuf::from("trained-models").join(&name),
+        name,
+        velocity: cfg.velocity,
+        bounds,
+    })
+}
+
+/// Runs the subcommand.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let reg = region(&a)?;
+    let arch = parse_arch(&a.arch)?;
+    let out = a.out.clone().unwrap_or(reg.default_out.clone());
+    let mut settings = default_settings(a.steps, a.seed);
+    settings.batch_size = a.batch;
+    if let Some(lr) = a.lr {
+        settings.lr_start = lr;
+    }
+    let cfg = TrainConfig {
+        name: reg.name.clone(),
+        architecture: arch,
+        bounds: reg.bounds,
+        phases: Phase::ALL.to_vec(),
+        settings,
+        validation_points: a.validation_points,
+        validate_every: a.validate_every,
+        checkpoint_dir: Some(out.join("checkpoints")),
+        checkpoint_every: a.checkpoint_every,
+    };
+    let exact = LayeredExact::new(reg.velocity.clone());
+    let interfaces_km = reg
+        .velocity
+        .layers()
+        .iter()
+        .skip(1)
+        .map(|l| l.depth_top_km)
+        .collect();
+    let inputs = TrainInputs {
+        velocity: &reg.velocity,
+        velocity_info: VelocityInfo::layered(&reg.velocity),
+        reference: &exact,
+        interfaces_km,
+    };
+    eprintln!(
+        "training {} ({}, {} params per net) for {} -> {}",
+        cfg.name,
+        cfg.architecture.label(),
+        cfg.architecture.n_params(),
+        cfg.bounds,
+        out.display()
+    );
+    let bar = ProgressBar::new(a.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")?
+            .progress_chars("=> "),
+    );
+    let mut on_progress = |p: &Progress| {
+        if p.step % 10 == 0 || p.step == p.steps {
+            let val = p
+                .validation
+                .map(|v| {
+                    v.phases
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{} RMAE {:.3}% p99 {:.1} ms",
+                                e.phase,
+                                100.0 * e.rmae,
+                                1e3 * e.p99_abs_s
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            bar.set_message(format!("loss {:.3e}  {val}", p.record.loss));
+        }
+        bar.set_position(p.step as u64);
+    };
+    let trained = eikoloc::pinn::train(&cfg, &inputs, &mut on_progress)?;
+    bar.finish();
+    write_artifact(&out, &cfg, &trained)?;
+    if let Some(v) = &trained.manifest.validation {
+        for e in &v.phases {
+            eprintln!(
+                "{}: RMAE {:.3} %, median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                e.phase,
+                100.0 * e.rmae,
+                1e3 * e.median_abs_s,
+                1e3 * e.p99_abs_s,
+                1e3 * e.max_abs_s
+            );
+        }
+    }
+    eprintln!(
+        "wrote {} in {:.0} s",
+        out.display(),
+        trained.manifest.training.wall_time_s
+    );
+    Ok(())
+}

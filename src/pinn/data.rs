@@ -1,0 +1,248 @@
+//! Collocation sampling: geometry over the model box, weighted toward the source and toward
+//! velocity discontinuities, with reference traveltimes and gradients from an exact solver.
+
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::TrainError;
+use crate::domain::{LocalPoint, Phase};
+use crate::traveltime::pinn::{InputKind, InputScaling, ModelBounds, PhaseMode};
+use crate::traveltime::TraveltimeModel;
+use crate::velocity::VelocityModel;
+
+/// Smallest source-receiver distance sampled, km: tau = T / T0 is 0/0 at the source itself.
+const MIN_DISTANCE_KM: f64 = 0.01;
+
+/// How collocation points are drawn and what they are compared with.
+pub struct Sampler<'a> {
+    /// Network inputs.
+    pub inputs: InputKind,
+    /// P/S handling (adds the phase input).
+    pub phase_mode: PhaseMode,
+    /// Box to cover.
+    pub bounds: ModelBounds,
+    /// Coordinate -> input scaling.
+    pub scaling: InputScaling,
+    /// v_ref of T0 = D / v_ref per phase (P, S), km/s.
+    pub vref_km_s: [f64; 2],
+    /// Depths of velocity discontinuities, km (source depths are drawn densely around them).
+    pub interfaces_km: Vec<f64>,
+    /// Fraction of points with a short source-receiver distance.
+    pub frac_near_source: f64,
+    /// Fraction of source depths drawn within ~0.5 km of an interface.
+    pub frac_near_interface: f64,
+    /// Exact traveltimes (e.g. the 1-D layered solver).
+    pub reference: &'a dyn TraveltimeModel,
+    /// Velocity for the eikonal residual.
+    pub velocity: &'a dyn VelocityModel,
+}
+
+/// One batch of collocation points, laid out for the loss (all row-major f32).
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// Points.
+    pub n: usize,
+    /// Tangent directions (coordinates differentiated).
+    pub k: usize,
+    /// Network input width.
+    pub d_in: usize,
+    /// Inputs `[n, d_in]`.
+    pub x: Vec<f32>,
+    /// Input seeds du/dc_j, seed-major `[k * n, d_in]`.
+    pub seeds: Vec<f32>,
+    /// T0 `[n]`, s.
+    pub t0: Vec<f32>,
+    /// dT0/dc_j `[k, n]`, s/km.
+    pub dt0: Vec<f32>,
+    /// Reference tau = T_ref / T0 `[n]`.
+    pub tau_ref: Vec<f32>,
+    /// Reference dT/dc_j for the supervised directions `[sup_dirs.len(), n]`, s/km.
+    pub grad_ref: Vec<f32>,
+    /// Velocity at the source `[n]`, km/s.
+    pub v_src: Vec<f32>,
+    /// Velocity at the receiver `[n]`, km/s.
+    pub v_rec: Vec<f32>,
+    /// Phases of the points `[n]`.
+    pub phase: Vec<Phase>,
+    /// Reference T `[n]`, s.
+    pub t_ref: Vec<f64>,
+}
+
+/// Coordinates whose derivatives are supervised against the reference (source side).
+pub fn sup_dirs(inputs: InputKind) -> &'static [usize] {
+    match inputs {
+        InputKind::Radial1d => &[0, 1],
+        InputKind::Cartesian3d => &[0, 1, 2],
+    }
+}
+
+/// Coordinates making up the receiver gradient (for the eikonal residual at the receiver);
+/// for the radial net |grad_receiver T|^2 = (dT/dr)^2 + (dT/dz_r)^2.
+pub fn rec_dirs(inputs: InputKind) -> &'static [usize] {
+    match inputs {
+        InputKind::Radial1d => &[0, 2],
+        InputKind::Cartesian3d => &[3, 4, 5],
+    }
+}
+
+struct Geo {
+    phase: Phase,
+    s: LocalPoint,
+    r: LocalPoint,
+}
+
+impl Sampler<'_> {
+    fn draw_geometry<R: Rng>(&self, phase: Phase, rng: &mut R) -> Geo {
+        let b = &self.bounds;
+        let zs_draw = |rng: &mut R| {
+            let ifs: Vec<f64> = self
+                .interfaces_km
+                .iter()
+                .copied()
+                .filter(|z| *z > b.source_depth_min_km && *z < b.source_depth_max_km)
+                .collect();
+            if !ifs.is_empty() && rng.gen_bool(self.frac_near_interface.clamp(0.0, 1.0)) {
+                let z0 = ifs[rng.gen_range(0..ifs.len())];
+                let off: f64 = rng.sample::<f64, _>(rand_distr::StandardNormal) * 0.5;
+                (z0 + off).clamp(b.source_depth_min_km, b.source_depth_max_km)
+            } else {
+                rng.gen_range(b.source_depth_min_km..=b.source_depth_max_km)
+            }
+        };
+        loop {
+            let near = rng.gen_bool(self.frac_near_source.clamp(0.0, 1.0));
+            let zs = zs_draw(rng);
+            let zr = if b.receiver_depth_max_km > b.receiver_depth_min_km {
+                rng.gen_range(b.receiver_depth_min_km..=b.receiver_depth_max_km)
+            } else {
+                b.receiver_depth_min_km
+            };
+            let (s, r) = match self.inputs {
+                InputKind::Radial1d => {
+                    let u: f64 = rng.gen();
+                    let d = if near {
+                        b.max_distance_km * u * u * u
+                    } else {
+                        b.max_distance_km * u
+                    };
+                    (LocalPoint::new(d, 0.0, zs), LocalPoint::new(0.0, 0.0, zr))
+                }
+                InputKind::Cartesian3d => {
+                    let h = b.cartesian_half_width_km();
+                    let sx = rng.gen_range(-h..=h);
+                    let sy = rng.gen_range(-h..=h);
+                    let (rx, ry) = if near {
+                        let rad = 0.1 * h * rng.gen::<f64>().powi(2);
+                        let az: f64 = rng.gen_range(0.0..std::f64::consts::TAU);
+                        (
+                            (sx + rad * az.cos()).clamp(-h, h),
+                            (sy + rad * az.sin()).clamp(-h, h),
+                        )
+                    } else {
+                        (rng.gen_range(-h..=h), rng.gen_range(-h..=h))
+                    };
+                    (LocalPoint::new(sx, sy, zs), LocalPoint::new(rx, ry, zr))
+                }
+            };
+            let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
+            if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt() >= MIN_DISTANCE_KM {
+                return Geo { phase, s, r };
+            }
+        }
+    }
+
+    /// `n` points cycling through `phases`, with references computed in parallel.
+    pub fn sample<R: Rng>(
+        &self,
+        phases: &[Phase],
+        n: usize,
+        rng: &mut R,
+    ) -> Result<Batch, TrainError> {
+        let geos: Vec<Geo> = (0..n)
+            .map(|i| self.draw_geometry(phases[i % phases.len()], rng))
+            .collect();
+        let refs: Vec<_> = geos
+            .par_iter()
+            .map(|g| self.reference.traveltime_and_gradient(g.phase, g.s, g.r))
+            .collect::<Result<_, _>>()
+            .map_err(|e| TrainError::Reference(e.to_string()))?;
+        let nc = self.inputs.n_coords();
+        let d_in = nc + usize::from(self.phase_mode == PhaseMode::Input);
+        let k = nc;
+        let sup = sup_dirs(self.inputs);
+        let mut bt = Batch {
+            n,
+            k,
+            d_in,
+            x: vec![0.0; n * d_in],
+            seeds: vec![0.0; k * n * d_in],
+            t0: vec![0.0; n],
+            dt0: vec![0.0; k * n],
+            tau_ref: vec![0.0; n],
+            grad_ref: vec![0.0; sup.len() * n],
+            v_src: vec![0.0; n],
+            v_rec: vec![0.0; n],
+            phase: Vec::with_capacity(n),
+            t_ref: Vec::with_capacity(n),
+        };
+        for (i, (g, rf)) in geos.iter().zip(&refs).enumerate() {
+            let v = self.vref_km_s[g.phase.index()];
+            let d = [
+                g.s.x_km - g.r.x_km,
+                g.s.y_km - g.r.y_km,
+                g.s.z_km - g.r.z_km,
+            ];
+            let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
+            let t0 = dist / v;
+            let (c, dc): (Vec<f64>, Vec<f64>) = match self.inputs {
+                InputKind::Radial1d => {
+                    let rh = d[0].hypot(d[1]);
+                    (
+                        vec![rh, g.s.z_km, g.r.z_km],
+                        vec![rh / (dist * v), d[2] / (dist * v), -d[2] / (dist * v)],
+                    )
+                }
+                InputKind::Cartesian3d => (
+                    vec![g.s.x_km, g.s.y_km, g.s.z_km, g.r.x_km, g.r.y_km, g.r.z_km],
+                    vec![
+                        d[0] / (dist * v),
+                        d[1] / (dist * v),
+                        d[2] / (dist * v),
+                        -d[0] / (dist * v),
+                        -d[1] / (dist * v),
+                        -d[2] / (dist * v),
+                    ],
+                ),
+            };
+            for j in 0..nc {
+                bt.x[i * d_in + j] =
+                    ((c[j] - self.scaling.center_km[j]) / self.scaling.half_width_km[j]) as f32;
+                bt.seeds[(j * n + i) * d_in + j] = (1.0 / self.scaling.half_width_km[j]) as f32;
+                bt.dt0[j * n + i] = dc[j] as f32;
+            }
+            if self.phase_mode == PhaseMode::Input {
+                bt.x[i * d_in + nc] = if g.phase == Phase::P { -1.0 } else { 1.0 };
+            }
+            bt.t0[i] = t0 as f32;
+            bt.tau_ref[i] = (rf.t_s / t0) as f32;
+            // the reference gradient is dT/d(source x, y, z); in the radial frame the source
+            // sits on the +x axis from the receiver, so dT/dr = dT/dx_s
+            let gref: Vec<f64> = match self.inputs {
+                InputKind::Radial1d => vec![rf.grad_s_per_km[0], rf.grad_s_per_km[2]],
+                InputKind::Cartesian3d => rf.grad_s_per_km.to_vec(),
+            };
+            for (a, gv) in gref.iter().enumerate() {
+                bt.grad_ref[a * n + i] = *gv as f32;
+            }
+            bt.v_src[i] =
+                self.velocity
+                    .velocity_km_s(g.phase, g.s.x_km, g.s.y_km, g.s.z_km) as f32;
+            bt.v_rec[i] =
+                self.velocity
+                    .velocity_km_s(g.phase, g.r.x_km, g.r.y_km, g.r.z_km) as f32;
+            bt.phase.push(g.phase);
+            bt.t_ref.push(rf.t_s);
+        }
+        Ok(bt)
+    }
+}

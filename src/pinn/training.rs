@@ -1,0 +1,442 @@
+//! The loss and the optimiser loop.
+//!
+//! Loss per collocation point (all relative, so P and S, near and far weigh alike):
+//! - supervised time: ((tau - tau_ref) / tau_ref)^2, i.e. the squared relative traveltime error;
+//! - supervised source gradient: (v_source (dT/dc - dT_ref/dc))^2 over the source coordinates;
+//! - eikonal residual at the receiver (EikoNet): (v_receiver |grad_receiver T| - 1)^2.
+//!
+//! Learning rate decays exponentially from `lr_start` to `lr_end`; points are redrawn every
+//! `steps_per_epoch` steps.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::data::{rec_dirs, sup_dirs, Batch, Sampler};
+use super::model::{tensor2, TauNet};
+use super::{TrainError, BURN_VERSION};
+use crate::domain::Phase;
+use crate::traveltime::pinn::{
+    Architecture, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode, PinnManifest,
+    PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
+};
+use crate::traveltime::pinn_check::{reference_values, sample_rows, summarize, Row};
+use crate::traveltime::{TimeAndGradient, TraveltimeModel};
+use crate::velocity::VelocityModel;
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Model name (artifact folder name).
+    pub name: String,
+    /// Network shape.
+    pub architecture: Architecture,
+    /// Box to cover.
+    pub bounds: ModelBounds,
+    /// Phases to serve.
+    pub phases: Vec<Phase>,
+    /// Optimiser and sampling settings.
+    pub settings: TrainingSettings,
+    /// Validation points per phase.
+    pub validation_points: usize,
+    /// Validate every this many steps (0: only at the end).
+    pub validate_every: usize,
+    /// Where to write burnpack checkpoints (None: no checkpoints).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint every this many steps.
+    pub checkpoint_every: usize,
+}
+
+/// Default settings: tuned on the Ridgecrest 1-D model (see the report in `trained-models/`).
+pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
+    TrainingSettings {
+        steps,
+        batch_size: 2048,
+        seed,
+        lr_start: 3e-3,
+        lr_end: 2e-5,
+        w_time: 1.0,
+        w_grad: 0.1,
+        w_eikonal: 0.02,
+        frac_near_source: 0.2,
+        frac_near_interface: 0.3,
+        steps_per_epoch: 1,
+        wall_time_s: 0.0,
+    }
+}
+
+/// The physics the network must learn.
+pub struct TrainInputs<'a> {
+    /// Velocity model (for the eikonal residual).
+    pub velocity: &'a dyn VelocityModel,
+    /// Its identity, written into the manifest.
+    pub velocity_info: VelocityInfo,
+    /// Exact traveltimes for supervision and validation.
+    pub reference: &'a dyn TraveltimeModel,
+    /// Depths of velocity discontinuities, km.
+    pub interfaces_km: Vec<f64>,
+}
+
+/// One row of the loss curve.
+#[derive(Debug, Clone, Copy)]
+pub struct LossRecord {
+    /// Optimiser step (1-based).
+    pub step: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Total loss summed over nets.
+    pub loss: f64,
+    /// Supervised time term (relative error squared), summed over nets.
+    pub loss_time: f64,
+    /// Supervised gradient term.
+    pub loss_grad: f64,
+    /// Eikonal residual term.
+    pub loss_eikonal: f64,
+    /// Validation RMAE per phase (P, S); NaN when not validated at this step.
+    pub val_rmae: [f64; 2],
+    /// Validation p99 absolute error per phase, s; NaN when not validated.
+    pub val_p99_s: [f64; 2],
+    /// Seconds since the start of training.
+    pub elapsed_s: f64,
+}
+
+/// Progress of a running training, for a progress bar.
+pub struct Progress<'a> {
+    /// Steps done.
+    pub step: usize,
+    /// Steps planned.
+    pub steps: usize,
+    /// Latest loss record.
+    pub record: &'a LossRecord,
+    /// Latest validation, if any.
+    pub validation: Option<&'a ValidationReport>,
+}
+
+/// A trained model: burn nets plus the burn-free form the service reads.
+pub struct Trained {
+    /// One net per phase, or one shared net (phase-input mode).
+    pub nets: Vec<TauNet>,
+    /// Manifest (with final validation).
+    pub manifest: PinnManifest,
+    /// Flat weights in the manifest's layout.
+    pub weights: Vec<f32>,
+    /// Loss curve.
+    pub curve: Vec<LossRecord>,
+}
+
+impl Trained {
+    /// The burn-free evaluator of these weights.
+    pub fn evaluator(&self) -> Result<PinnModel, TrainError> {
+        Ok(PinnModel::from_parts(
+            std::path::Path::new(&self.manifest.name),
+            self.manifest.clone(),
+            &self.weights,
+        )?)
+    }
+}
+
+/// v_ref of T0 = D / v_ref: the velocity at the top of the source range (x = y = 0).
+pub fn reference_velocities(velocity: &dyn VelocityModel, bounds: &ModelBounds) -> [f64; 2] {
+    Phase::ALL.map(|p| velocity.velocity_km_s(p, 0.0, 0.0, bounds.source_depth_min_km))
+}
+
+fn net_groups(cfg: &TrainConfig) -> Vec<Vec<Phase>> {
+    match cfg.architecture.phase_mode {
+        PhaseMode::Separate => cfg.phases.iter().map(|p| vec![*p]).collect(),
+        PhaseMode::Input => vec![cfg.phases.clone()],
+    }
+}
+
+/// Manifest and flat weights for `nets` (layer by layer: weight then bias).
+pub fn export(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    vref: [f64; 2],
+    nets: &[TauNet],
+    validation: Option<ValidationReport>,
+) -> (PinnManifest, Vec<f32>) {
+    let groups = net_groups(cfg);
+    let mut flat = Vec::new();
+    let mut specs = Vec::new();
+    for (net, group) in nets.iter().zip(&groups) {
+        let dense = net.to_dense();
+        let mut layers = Vec::new();
+        for l in dense.layers {
+            let weight_offset = flat.len();
+            flat.extend_from_slice(&l.weight);
+            let bias_offset = flat.len();
+            flat.extend_from_slice(&l.bias);
+            layers.push(LayerSpec {
+                d_in: l.d_in,
+                d_out: l.d_out,
+                weight_offset,
+                bias_offset,
+            });
+        }
+        let phase = match cfg.architecture.phase_mode {
+            PhaseMode::Separate => Some(group[0]),
+            PhaseMode::Input => None,
+        };
+        let burnpack = Some(match phase {
+            Some(p) => format!("net-{p}.bpk"),
+            None => "net.bpk".to_string(),
+        });
+        specs.push(NetSpec {
+            phase,
+            layers,
+            burnpack,
+        });
+    }
+    let manifest = PinnManifest {
+        format_version: FORMAT_VERSION,
+        name: cfg.name.clone(),
+        architecture: cfg.architecture.clone(),
+        scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
+        reference_velocity_km_s: vref,
+        velocity: inputs.velocity_info.clone(),
+        bounds: cfg.bounds,
+        phases: cfg.phases.clone(),
+        training: cfg.settings.clone(),
+        validation,
+        burn_version: BURN_VERSION.to_string(),
+        weights_file: "weights.f32".to_string(),
+        nets: specs,
+    };
+    (manifest, flat)
+}
+
+/// Loss terms for one batch: (total, [time, grad, eikonal]) with the total still on the graph.
+pub fn loss(
+    net: &TauNet,
+    b: &Batch,
+    arch: &Architecture,
+    s: &TrainingSettings,
+    device: &Device,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (n, k, d) = (b.n, b.k, b.d_in);
+    let x = tensor2(b.x.clone(), n, d, device);
+    let seeds = tensor2(b.seeds.clone(), k * n, d, device);
+    // [n, 1] and [k n, 1]
+    let (tau, dtau) = net.forward_with_tangents(x, seeds, k);
+    let tau = tau.reshape([1, n]);
+    let dtau = dtau.reshape([k, n]);
+    let t0 = tensor2(b.t0.clone(), 1, n, device);
+    let dt0 = tensor2(b.dt0.clone(), k, n, device);
+    // dT/dc_j = dT0/dc_j tau + T0 dtau/dc_j : [k, n]
+    let dt = dt0 * tau.clone().repeat_dim(0, k) + t0.repeat_dim(0, k) * dtau;
+
+    let tau_ref = tensor2(b.tau_ref.clone(), 1, n, device);
+    let l_time = ((tau - tau_ref.clone()) / tau_ref).powi_scalar(2).mean();
+
+    let sup = sup_dirs(arch.inputs);
+    let g_pred = Tensor::cat(sup.iter().map(|&j| dt.clone().narrow(0, j, 1)).collect(), 0);
+    let g_ref = tensor2(b.grad_ref.clone(), sup.len(), n, device);
+    let v_src = tensor2(b.v_src.clone(), 1, n, device).repeat_dim(0, sup.len());
+    let l_grad = ((g_pred - g_ref) * v_src).powi_scalar(2).mean();
+
+    let rec = rec_dirs(arch.inputs);
+    let g_rec = Tensor::cat(rec.iter().map(|&j| dt.clone().narrow(0, j, 1)).collect(), 0);
+    let norm = (g_rec.powi_scalar(2).sum_dim(0) + 1e-12).sqrt();
+    let v_rec = tensor2(b.v_rec.clone(), 1, n, device);
+    let l_eik = (norm * v_rec - 1.0).powi_scalar(2).mean();
+
+    let total = l_time.clone().mul_scalar(s.w_time)
+        + l_grad.clone().mul_scalar(s.w_grad)
+        + l_eik.clone().mul_scalar(s.w_eikonal);
+    (total, l_time, l_grad, l_eik)
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_scalar::<f32>() as f64
+}
+
+/// Validates the current weights with the burn-free evaluator on fixed rows.
+fn validate_now(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    vref: [f64; 2],
+    nets: &[TauNet],
+    rows: &[Row],
+    truth: &[TimeAndGradient],
+    seed: u64,
+) -> Result<ValidationReport, TrainError> {
+    let (manifest, flat) = export(cfg, inputs, vref, nets, None);
+    let model = PinnModel::from_parts(std::path::Path::new(&cfg.name), manifest, &flat)?;
+    let pred = model.eval_pairs(rows, true)?;
+    Ok(summarize(
+        &inputs.reference.name(),
+        seed,
+        rows,
+        &pred,
+        truth,
+        cfg.bounds.max_distance_km,
+    ))
+}
+
+/// Trains the nets of `cfg`; `on_progress` is called after every step.
+pub fn train(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Trained, TrainError> {
+    cfg.bounds.validate().map_err(TrainError::Config)?;
+    let st = &cfg.settings;
+    if cfg.phases.is_empty()
+        || cfg.architecture.hidden.is_empty()
+        || st.steps == 0
+        || st.batch_size == 0
+    {
+        return Err(TrainError::Config(
+            "need phases, hidden layers, steps > 0 and batch_size > 0".into(),
+        ));
+    }
+    if cfg.architecture.activation != "elu" {
+        return Err(TrainError::Config(format!(
+            "activation {:?}: only elu is implemented",
+            cfg.architecture.activation
+        )));
+    }
+    let started = Instant::now();
+    let device = Device::flex().autodiff();
+    device.seed(st.seed);
+    let widths = cfg.architecture.widths();
+    let groups = net_groups(cfg);
+    let mut nets: Vec<TauNet> = groups
+        .iter()
+        .map(|_| TauNet::new(&widths, &device))
+        .collect();
+    let mut optims: Vec<_> = groups
+        .iter()
+        .map(|_| AdamConfig::new().with_epsilon(1e-8).init())
+        .collect();
+    let vref = reference_velocities(inputs.velocity, &cfg.bounds);
+    let sampler = Sampler {
+        inputs: cfg.architecture.inputs,
+        phase_mode: cfg.architecture.phase_mode,
+        bounds: cfg.bounds,
+        scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
+        vref_km_s: vref,
+        interfaces_km: inputs.interfaces_km.clone(),
+        frac_near_source: st.frac_near_source,
+        frac_near_interface: st.frac_near_interface,
+        reference: inputs.reference,
+        velocity: inputs.velocity,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(st.seed);
+    let val_seed = st.seed.wrapping_add(0x5eed);
+    let val_rows = sample_rows(
+        cfg.architecture.inputs,
+        &cfg.bounds,
+        &cfg.phases,
+        cfg.validation_points.max(1),
+        val_seed,
+    );
+    let val_truth = reference_values(inputs.reference, &val_rows)?;
+
+    let spe = st.steps_per_epoch.max(1);
+    let mut pools: Vec<Vec<Batch>> = vec![Vec::new(); groups.len()];
+    let mut curve = Vec::with_capacity(st.steps);
+    let mut last_val: Option<ValidationReport> = None;
+    for step in 1..=st.steps {
+        let frac = (step - 1) as f64 / st.steps.max(2).saturating_sub(1) as f64;
+        let lr = st.lr_start * (st.lr_end / st.lr_start).powf(frac);
+        let mut rec = LossRecord {
+            step,
+            lr,
+            loss: 0.0,
+            loss_time: 0.0,
+            loss_grad: 0.0,
+            loss_eikonal: 0.0,
+            val_rmae: [f64::NAN; 2],
+            val_p99_s: [f64::NAN; 2],
+            elapsed_s: 0.0,
+        };
+        for (g, group) in groups.iter().enumerate() {
+            if pools[g].is_empty() {
+                // a new epoch: fresh collocation points for the next `spe` steps
+                for _ in 0..spe {
+                    pools[g].push(sampler.sample(group, st.batch_size, &mut rng)?);
+                }
+                pools[g].reverse();
+            }
+            let batch = pools[g].pop().expect("pool refilled above");
+            let (total, lt, lg, le) = loss(&nets[g], &batch, &cfg.architecture, st, &device);
+            let grads = total.backward();
+            rec.loss += scalar(total.detach());
+            rec.loss_time += scalar(lt.detach());
+            rec.loss_grad += scalar(lg.detach());
+            rec.loss_eikonal += scalar(le.detach());
+            let gp = GradientsParams::from_grads(grads, &nets[g]);
+            nets[g] = optims[g].step(lr, nets[g].clone(), gp);
+        }
+        if !rec.loss.is_finite() {
+            return Err(TrainError::Config(format!(
+                "loss became {} at step {step}: lower lr_start",
+                rec.loss
+            )));
+        }
+        if step == st.steps || (cfg.validate_every > 0 && step % cfg.validate_every == 0) {
+            let v = validate_now(cfg, inputs, vref, &nets, &val_rows, &val_truth, val_seed)?;
+            for pe in &v.phases {
+                rec.val_rmae[pe.phase.index()] = pe.rmae;
+                rec.val_p99_s[pe.phase.index()] = pe.p99_abs_s;
+            }
+            last_val = Some(v);
+        }
+        if let Some(dir) = &cfg.checkpoint_dir {
+            if cfg.checkpoint_every > 0 && (step % cfg.checkpoint_every == 0 || step == st.steps) {
+                save_burnpacks(cfg, &nets, dir)?;
+            }
+        }
+        rec.elapsed_s = started.elapsed().as_secs_f64();
+        curve.push(rec);
+        on_progress(&Progress {
+            step,
+            steps: st.steps,
+            record: curve.last().expect("pushed"),
+            validation: last_val.as_ref(),
+        });
+    }
+    let mut settings = st.clone();
+    settings.wall_time_s = started.elapsed().as_secs_f64();
+    let cfg_done = TrainConfig {
+        settings,
+        ..cfg.clone()
+    };
+    let (manifest, weights) = export(&cfg_done, inputs, vref, &nets, last_val);
+    Ok(Trained {
+        nets,
+        manifest,
+        weights,
+        curve,
+    })
+}
+
+/// Writes each net's burnpack (`net-P.bpk`, `net-S.bpk` or `net.bpk`) into `dir`.
+pub fn save_burnpacks(
+    cfg: &TrainConfig,
+    nets: &[TauNet],
+    dir: &std::path::Path,
+) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
+        file: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    for (net, group) in nets.iter().zip(net_groups(cfg)) {
+        let name = match cfg.architecture.phase_mode {
+            PhaseMode::Separate => format!("net-{}.bpk", group[0]),
+            PhaseMode::Input => "net.bpk".to_string(),
+        };
+        let file = dir.join(name);
+        net.valid().save_file(&file).map_err(|e| TrainError::Io {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
