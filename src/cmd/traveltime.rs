@@ -72,8 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|p| {
                     solver
-                        .radial_time_s(p.phase, p.distance_km, p.source_depth_km, p.receiver_depth_km)
-                        .with_context(|| format!("{}: row {:?}", args.pairs.display(), p.fields.join(",")))
+                        .radial_time_s(
+                            p.phase,
+                            p.distance_km,
+                            p.source_depth_km,
+                            p.receiver_depth_km,
+                        )
+                        .with_context(|| {
+                            format!("{}: row {:?}", args.pairs.display(), p.fields.join(","))
+                        })
                 })
                 .collect::<anyhow::Result<_>>()?
         }
@@ -98,9 +105,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             pairs
                 .iter()
                 .map(|p| {
-                    grid.radial_traveltime(p.phase, p.distance_km, p.source_depth_km, p.receiver_depth_km)
-                        .map(|rt| rt.t_s)
-                        .with_context(|| format!("{}: row {:?}", args.pairs.display(), p.fields.join(",")))
+                    grid.radial_traveltime(
+                        p.phase,
+                        p.distance_km,
+                        p.source_depth_km,
+                        p.receiver_depth_km,
+                    )
+                    .map(|rt| rt.t_s)
+                    .with_context(|| {
+                        format!("{}: row {:?}", args.pairs.display(), p.fields.join(","))
+                    })
                 })
                 .collect::<anyhow::Result<_>>()?
         }
