@@ -130,13 +130,30 @@ fn grid_solver_agrees_with_exact() {
     let dir = tempfile::tempdir().unwrap();
     let pairs = dir.path().join("pairs.csv");
     let mut text = format!("{HEADER}\n");
-    let rows = [("P", 5.0, 8.0, 670.0), ("S", 30.0, 4.0, 670.0), ("P", 80.0, 12.0, 1480.0), ("S", 140.0, 25.0, 1480.0)];
+    let rows = [
+        ("P", 5.0, 8.0, 670.0),
+        ("S", 30.0, 4.0, 670.0),
+        ("P", 80.0, 12.0, 1480.0),
+        ("S", 140.0, 25.0, 1480.0),
+    ];
     for (ph, r, z, e) in rows {
         text.push_str(&format!("{ph},{r},{z},{e}\n"));
     }
     std::fs::write(&pairs, text).unwrap();
-    let out = run(&["traveltime", "--velocity", ridgecrest().to_str().unwrap(), "--solver", "grid", "--pairs", pairs.to_str().unwrap()]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&[
+        "traveltime",
+        "--velocity",
+        ridgecrest().to_str().unwrap(),
+        "--solver",
+        "grid",
+        "--pairs",
+        pairs.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exact = LayeredExact::new(LayeredModel::from_csv_path(&ridgecrest()).unwrap());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().skip(1).collect();

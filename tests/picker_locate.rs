@@ -14,7 +14,8 @@ use eikoloc::domain::{parse_utc, LocalPoint, Pick};
 use eikoloc::locate::event::locate_picks;
 use eikoloc::locate::{LocateConfig, SearchBox};
 use eikoloc::picker::{Picker, PickerSettings};
-use eikoloc::traveltime::LayeredExact;
+use eikoloc::traveltime::{AnalyticModel, LayeredExact, TraveltimeModel};
+use eikoloc::velocity::GradientModel;
 use eikoloc::waveform::synth::{synthesize, SynthEvent, SynthStation, WaveformSynthConfig};
 
 const SPACING_S: f64 = 60.0;
@@ -29,13 +30,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-#[test]
-fn picked_waveforms_locate_within_1_5x_of_perfect_picks() {
-    let cfg = ResolvedStationConfig::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("station-configs/demo"),
-    )
-    .unwrap();
-    let model = LayeredExact::new(cfg.velocity.clone());
+/// Synthesises, picks and locates; returns the median (horizontal, depth) errors, km, of the
+/// perfect picks and of the picker's picks.
+fn perfect_and_picked_medians(
+    cfg: &ResolvedStationConfig,
+    model: &dyn TraveltimeModel,
+) -> ((f64, f64), (f64, f64)) {
     let stations: Vec<SynthStation> = cfg
         .inventory
         .stations()
@@ -72,7 +72,7 @@ fn picked_waveforms_locate_within_1_5x_of_perfect_picks() {
         tail_s: 40.0,
         ..Default::default()
     };
-    let w = synthesize(&model, &stations, &events, &wcfg).unwrap();
+    let w = synthesize(model, &stations, &events, &wcfg).unwrap();
     let picked = Picker::new(PickerSettings::default())
         .unwrap()
         .pick_traces(&w.traces);
@@ -110,7 +110,7 @@ fn picked_waveforms_locate_within_1_5x_of_perfect_picks() {
                 .cloned()
                 .collect();
             let out = locate_picks(
-                &model,
+                model,
                 &position,
                 &cfg.frame,
                 &mine,
@@ -146,13 +146,53 @@ fn picked_waveforms_locate_within_1_5x_of_perfect_picks() {
     eprintln!(
         "median horizontal error: perfect {mph:.3} km, picked {mah:.3} km; median depth error: perfect {mpz:.3} km, picked {maz:.3} km"
     );
+    ((mph, mpz), (mah, maz))
+}
+
+fn demo() -> ResolvedStationConfig {
+    ResolvedStationConfig::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("station-configs/demo"),
+    )
+    .unwrap()
+}
+
+fn assert_within(perfect: (f64, f64), picked: (f64, f64)) {
     let bound = |perfect: f64| (1.5 * perfect).max(perfect + 0.3);
     assert!(
-        mah <= bound(mph),
-        "horizontal: picked {mah} km vs perfect {mph} km"
+        picked.0 <= bound(perfect.0),
+        "horizontal: picked {} km vs perfect {} km",
+        picked.0,
+        perfect.0
     );
     assert!(
-        maz <= bound(mpz),
-        "depth: picked {maz} km vs perfect {mpz} km"
+        picked.1 <= bound(perfect.1),
+        "depth: picked {} km vs perfect {} km",
+        picked.1,
+        perfect.1
     );
+}
+
+/// The setting: the demo region's layered model, exact solver. Measured: the
+/// locator's first estimate lands at the top of the search box (z = -2.48 km, the highest
+/// station) for 6 of the 7 events even with perfect picks, SVGD does not converge in 300
+/// iterations and the perfect-pick medians are 0.90 km horizontally and 3.0 km in depth;
+/// the picked ones follow them (0.87, 2.9). So this case passes but mostly measures that
+/// locator problem; the gradient case below is the one that isolates the picker.
+#[test]
+fn picked_waveforms_locate_within_1_5x_of_perfect_picks_layered_exact() {
+    let cfg = demo();
+    let model = LayeredExact::new(cfg.velocity.clone());
+    let (perfect, picked) = perfect_and_picked_medians(&cfg, &model);
+    assert_within(perfect, picked);
+}
+
+/// The same on a smooth gradient model, where the locator finds the perfect-pick
+/// hypocentres (checked), so the ratio measures the picker and not the locator.
+#[test]
+fn picked_waveforms_locate_within_1_5x_of_perfect_picks_gradient() {
+    let cfg = demo();
+    let model = AnalyticModel::new(GradientModel::new(0.0, 5.5, 3.18, 0.04, 0.023).unwrap());
+    let (perfect, picked) = perfect_and_picked_medians(&cfg, &model);
+    assert!(perfect.0 < 0.5, "perfect picks locate {} km off", perfect.0);
+    assert_within(perfect, picked);
 }
