@@ -1,5 +1,5 @@
 //! `eikoloc synth-waveforms`: synthetic miniSEED for a demo network and events, with the true
-//! onsets in `onsets.csv`. (To be folded into `eikoloc synth` as `--waveforms DIR`.)
+//! onsets in `onsets.csv`. `eikoloc synth --waveforms DIR` does the same for a station configuration's network.
 
 use std::path::PathBuf;
 
@@ -45,14 +45,19 @@ pub struct Args {
     pub seed: u64,
 }
 
-/// Writes the archive.
-pub fn run(a: Args) -> anyhow::Result<()> {
-    let encoding = match a.encoding.to_ascii_lowercase().as_str() {
+/// The `--encoding` value as a miniSEED encoding.
+pub fn parse_encoding(name: &str) -> anyhow::Result<Encoding> {
+    Ok(match name.to_ascii_lowercase().as_str() {
         "steim2" => Encoding::Steim2,
         "int32" => Encoding::Int32,
         "float32" => Encoding::Float32,
         other => anyhow::bail!("--encoding {other:?}: expected steim2, int32 or float32"),
-    };
+    })
+}
+
+/// Writes the archive.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let encoding = parse_encoding(&a.encoding)?;
     anyhow::ensure!(
         a.stations > 0 && a.events > 0,
         "--stations and --events must be at least 1"

@@ -9,7 +9,12 @@ use eikoloc::domain::time::add_seconds;
 use eikoloc::domain::{format_utc, parse_utc};
 use eikoloc::synth::{generate, NoiseKind, SynthConfig};
 
+use eikoloc::waveform::synth::{
+    synthesize, write_archive, SynthEvent, SynthStation, WaveformSynthConfig,
+};
+
 use super::locate::{setup, traveltime_model};
+use super::seedlink_synth::parse_encoding;
 
 /// Arguments of `eikoloc synth`.
 #[derive(clap::Args, Debug)]
@@ -66,9 +71,26 @@ pub struct Args {
     /// shrunk to the stations' extent and 0..20 km depth.
     #[arg(long)]
     pub region: Option<String>,
-    /// Origin time of the first event; events follow every 10 minutes.
+    /// Origin time of the first event; events follow every `--spacing-s`.
     #[arg(long, default_value = "2020-01-01T00:00:00Z")]
     pub start: String,
+    /// Seconds between origin times (waveforms span all events: keep it short with
+    /// `--waveforms` and many events).
+    #[arg(long, default_value_t = 600.0)]
+    pub spacing_s: f64,
+    /// Also write miniSEED waveforms (Z, N, E per station, same events and traveltime model)
+    /// and their true onsets (`onsets.csv`) to this folder.
+    #[arg(long)]
+    pub waveforms: Option<PathBuf>,
+    /// Waveforms: peak signal over noise standard deviation.
+    #[arg(long, default_value_t = 20.0, requires = "waveforms")]
+    pub snr: f64,
+    /// Waveforms: sampling rate, Hz.
+    #[arg(long, default_value_t = 100.0, requires = "waveforms")]
+    pub sample_rate_hz: f64,
+    /// Waveforms: record encoding, steim2, int32 or float32.
+    #[arg(long, default_value = "steim2", requires = "waveforms")]
+    pub encoding: String,
     /// Deepest hypocentre searched when no config box gives one, km.
     #[arg(long, default_value_t = 40.0)]
     pub max_depth: f64,
@@ -149,6 +171,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         z_range_km: (region[4], region[5]),
         seed: a.seed,
     };
+    anyhow::ensure!(
+        a.spacing_s.is_finite() && a.spacing_s > 0.0,
+        "--spacing-s must be positive"
+    );
+    // Checked before generating so a bad flag does not leave half-written outputs.
+    let encoding = parse_encoding(&a.encoding)?;
     let events = generate(model.as_ref(), &stations, &cfg)?;
     let start = parse_utc(&a.start)?;
     let mut pw = csv::Writer::from_path(&a.picks_out)
@@ -176,7 +204,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     ])?;
     for (k, ev) in events.iter().enumerate() {
         let id = format!("syn{:06}", k + 1);
-        let t0 = add_seconds(&start, 600.0 * k as f64);
+        let t0 = add_seconds(&start, a.spacing_s * k as f64);
         let g = s.frame.to_geo(ev.truth_km[0], ev.truth_km[1]);
         tw.write_record([
             id.clone(),
@@ -203,6 +231,43 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     pw.flush()?;
     tw.flush()?;
+    if let Some(dir) = &a.waveforms {
+        // Same stations, hypocentres, origin times and traveltime model as the picks, so the
+        // onsets are the picks' true times (`true_tt_s` after the origin).
+        let wstations: Vec<SynthStation> = idx
+            .iter()
+            .map(|&i| SynthStation {
+                code: s.inventory.stations()[i].code.clone(),
+                position: s.positions[i],
+            })
+            .collect();
+        let wevents: Vec<SynthEvent> = events
+            .iter()
+            .enumerate()
+            .map(|(k, ev)| SynthEvent {
+                origin_time: add_seconds(&start, a.spacing_s * k as f64),
+                hypocenter: eikoloc::domain::LocalPoint::new(
+                    ev.truth_km[0],
+                    ev.truth_km[1],
+                    ev.truth_km[2],
+                ),
+            })
+            .collect();
+        let wcfg = WaveformSynthConfig {
+            snr: a.snr,
+            sample_rate_hz: a.sample_rate_hz,
+            seed: a.seed,
+            ..Default::default()
+        };
+        let w = synthesize(model.as_ref(), &wstations, &wevents, &wcfg)?;
+        let n = write_archive(dir, &w, encoding)?;
+        eprintln!(
+            "wrote {} traces, {n} records and {} true onsets to {}",
+            w.traces.len(),
+            w.onsets.len(),
+            dir.display()
+        );
+    }
     eprintln!(
         "{} events, {} picks written to {}; truth in {}",
         events.len(),
