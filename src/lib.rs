@@ -45,11 +45,11 @@ pub mod daemon;
 pub mod domain;
 pub mod ingest;
 pub mod inventory;
-#[cfg(feature = "train")]
-pub mod pinn;
 pub mod locate;
 pub mod metrics;
 pub mod picker;
+#[cfg(feature = "train")]
+pub mod pinn;
 pub mod publish;
 pub mod store;
 pub mod synth;

@@ -39,7 +39,10 @@ fn receivers() -> Vec<LocalPoint> {
 fn cases() -> Vec<(Phase, LocalPoint, LocalPoint)> {
     let mut out = Vec::new();
     for r in receivers() {
-        for (k, dist) in [0.0, 0.7, 3.0, 8.0, 17.0, 33.0, 52.0, 78.0, 104.0, 139.0].iter().enumerate() {
+        for (k, dist) in [0.0, 0.7, 3.0, 8.0, 17.0, 33.0, 52.0, 78.0, 104.0, 139.0]
+            .iter()
+            .enumerate()
+        {
             for z in [0.5, 4.0, 9.5, 17.0, 29.0] {
                 let az = (k as f64 * 1.3 + z * 0.17).sin() * std::f64::consts::PI;
                 let s = LocalPoint::new(r.x_km + dist * az.sin(), r.y_km + dist * az.cos(), z);
@@ -68,7 +71,10 @@ fn compare(
             .unwrap_or_else(|e| panic!("{}: {p} {s:?} -> {r:?}: {e}", model.name()));
         let b = reference.traveltime_and_gradient(p, s, r).unwrap();
         let d = s.horizontal_distance_km(&r);
-        let bin = BINS_KM.windows(2).position(|w| d >= w[0] && d < w[1]).unwrap_or(3);
+        let bin = BINS_KM
+            .windows(2)
+            .position(|w| d >= w[0] && d < w[1])
+            .unwrap_or(3);
         bins[bin] = bins[bin].max((a.t_s - b.t_s).abs());
         // gradients are undefined on the vertical through the receiver and near the source
         if d > 2.0 {
@@ -87,8 +93,14 @@ fn check_all(
     models: &[(Box<dyn TraveltimeModel>, f64, f64)],
     cases: &[(Phase, LocalPoint, LocalPoint)],
 ) {
-    println!("\n{medium}: max |dT| s by epicentral distance, against {}", reference.name());
-    println!("{:<24} {:>9} {:>9} {:>9} {:>9} {:>10}", "model", "0-10", "10-30", "30-70", "70-150", "max|dg|");
+    println!(
+        "\n{medium}: max |dT| s by epicentral distance, against {}",
+        reference.name()
+    );
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "model", "0-10", "10-30", "30-70", "70-150", "max|dg|"
+    );
     let mut failures = Vec::new();
     for (m, tol_t, tol_g) in models {
         let (bins, g) = compare(m.as_ref(), reference, cases);
@@ -102,7 +114,10 @@ fn check_all(
             g
         );
         if bins.iter().any(|b| *b > *tol_t) || g > *tol_g {
-            failures.push(format!("{}: bins {bins:?} (tol {tol_t}), gradient {g} (tol {tol_g})", m.name()));
+            failures.push(format!(
+                "{}: bins {bins:?} (tol {tol_t}), gradient {g} (tol {tol_g})",
+                m.name()
+            ));
         }
     }
     assert!(failures.is_empty(), "{medium}: {failures:#?}");
@@ -113,13 +128,23 @@ fn table_over(inner: Arc<dyn TraveltimeModel>) -> Box<dyn TraveltimeModel> {
         .into_iter()
         .flat_map(|position| Phase::ALL.map(|phase| Receiver { phase, position }))
         .collect();
-    let grid = TableGrid { r_max_km: 160.0, dr_km: 0.5, z_min_km: -2.0, z_max_km: 40.0, dz_km: 0.5 };
+    let grid = TableGrid {
+        r_max_km: 160.0,
+        dr_km: 0.5,
+        z_min_km: -2.0,
+        z_max_km: 40.0,
+        dz_km: 0.5,
+    };
     Box::new(RadialTableModel::build(inner, grid, &rx).unwrap())
 }
 
 fn grid_for(model: Arc<dyn VelocityModel>) -> Box<dyn TraveltimeModel> {
     // deep enough for the diving rays of the gradient medium at 140 km
-    let cfg = GridTraveltimeConfig { r_max_km: 160.0, z_max_km: 80.0, ..Default::default() };
+    let cfg = GridTraveltimeConfig {
+        r_max_km: 160.0,
+        z_max_km: 80.0,
+        ..Default::default()
+    };
     Box::new(GridTraveltime::for_stations(model, &receivers(), cfg).unwrap())
 }
 
@@ -127,7 +152,12 @@ fn grid_for(model: Arc<dyn VelocityModel>) -> Box<dyn TraveltimeModel> {
 fn homogeneous_medium_every_implementation() {
     let (vp, vs) = (6.0, 3.47);
     let reference = AnalyticModel::new(GradientModel::homogeneous(vp, vs).unwrap());
-    let one_layer = LayeredModel::new(vec![Layer { depth_top_km: 0.0, vp_km_s: vp, vs_km_s: vs }]).unwrap();
+    let one_layer = LayeredModel::new(vec![Layer {
+        depth_top_km: 0.0,
+        vp_km_s: vp,
+        vs_km_s: vs,
+    }])
+    .unwrap();
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(one_layer.clone()));
     let models: Vec<(Box<dyn TraveltimeModel>, f64, f64)> = vec![
         (Box::new(LayeredExact::new(one_layer.clone())), 1e-9, 1e-9),
@@ -182,8 +212,14 @@ fn layered_medium_every_implementation() {
         .map(|v| v.max_abs_s)
         .fold(0.0, f64::max);
     // the network answers only inside its training box
-    let inside: Vec<_> = cases().into_iter().filter(|&(p, s, r)| net.traveltime_s(p, s, r).is_ok()).collect();
-    assert!(inside.len() > cases().len() / 3, "demo box covers too few cases");
+    let inside: Vec<_> = cases()
+        .into_iter()
+        .filter(|&(p, s, r)| net.traveltime_s(p, s, r).is_ok())
+        .collect();
+    assert!(
+        inside.len() > cases().len() / 3,
+        "demo box covers too few cases"
+    );
     models = vec![(Box::new(net), (1.5 * claimed).max(0.01), 0.1)];
     check_all("Hadley-Kanamori layers", &reference, &models, &cases());
 }

@@ -191,7 +191,13 @@ pub fn validate(
             let micros = ((s - whole) * 1e6).round() as i64;
             let t = DateTime::<Utc>::from_timestamp(whole as i64, 0)
                 .map(|t| t + chrono::TimeDelta::microseconds(micros))
-                .ok_or_else(|| reject(RejectReason::TimeOutOfRange, Some(phase), format!("time_s {s}")))?;
+                .ok_or_else(|| {
+                    reject(
+                        RejectReason::TimeOutOfRange,
+                        Some(phase),
+                        format!("time_s {s}"),
+                    )
+                })?;
             check_plausible(t)
                 .map_err(|e| reject(RejectReason::TimeOutOfRange, Some(phase), e.to_string()))?
         }

@@ -559,7 +559,8 @@ mod tests {
             let s = Store::open(&path).unwrap();
             assert!(s.insert_pick(&pick).unwrap());
             assert!(!s.insert_pick(&pick).unwrap());
-            s.upsert_event("ev1", std::slice::from_ref(&pick.id)).unwrap();
+            s.upsert_event("ev1", std::slice::from_ref(&pick.id))
+                .unwrap();
             let o = origin("ev1", 1, &pick);
             let parts = Particles {
                 origin_id: o.id.clone(),
@@ -569,7 +570,8 @@ mod tests {
             assert!(!s.insert_origin("ev1", &o, None).unwrap());
         }
         let s = Store::open(&path).unwrap();
-        s.upsert_event("ev1", std::slice::from_ref(&pick.id)).unwrap();
+        s.upsert_event("ev1", std::slice::from_ref(&pick.id))
+            .unwrap();
         let e = s.event("ev1").unwrap().unwrap();
         assert_eq!(e.picks, vec![pick.clone()]);
         assert_eq!(e.origins, vec![origin("ev1", 1, &pick)]);
