@@ -547,8 +547,10 @@ impl DenseNet {
 
     /// Outputs and d(out)/d(input) `[n, d_in]` for `n` rows of `x`.
     pub fn forward_with_input_grad(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-        let mut ws = Workspace::default();
-        ws.x = x.to_vec();
+        let mut ws = Workspace {
+            x: x.to_vec(),
+            ..Default::default()
+        };
         self.forward_block(&mut ws, n, true);
         (ws.out[..n].to_vec(), ws.g[..n * self.d_in()].to_vec())
     }
@@ -1133,9 +1135,9 @@ mod tests {
         let mut a: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         for (l, layer) in net.layers.iter().enumerate() {
             let mut z: Vec<f64> = layer.bias.iter().map(|&b| b as f64).collect();
-            for i in 0..layer.d_in {
-                for j in 0..layer.d_out {
-                    z[j] += a[i] * layer.weight[i * layer.d_out + j] as f64;
+            for (i, ai) in a.iter().enumerate().take(layer.d_in) {
+                for (j, zj) in z.iter_mut().enumerate() {
+                    *zj += ai * layer.weight[i * layer.d_out + j] as f64;
                 }
             }
             if l + 1 < net.layers.len() {
