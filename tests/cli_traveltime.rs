@@ -183,7 +183,10 @@ fn engines_and_velocity_errors_are_clear() {
         &p,
     ]);
     // a missing network folder is named in the error
-    assert!(!model.status.success() && String::from_utf8_lossy(&model.stderr).contains("trained-models/none"));
+    assert!(
+        !model.status.success()
+            && String::from_utf8_lossy(&model.stderr).contains("trained-models/none")
+    );
     // neither or both engines: a usage error from clap
     assert!(!run(&["traveltime", "--velocity", v, "--pairs", &p])
         .status

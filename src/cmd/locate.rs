@@ -427,21 +427,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let mut w =
         csv::Writer::from_path(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    w.write_record([
-        "event_id",
-        "origin_time_iso",
-        "lat",
-        "lon",
-        "depth_km",
-        "h95_major_km",
-        "h95_minor_km",
-        "h95_azimuth_deg",
-        "z95_km",
-        "t0_sigma_s",
-        "rms_s",
-        "gap_deg",
-        "n_picks",
-        "n_outliers",
+    // the contract columns come from the catalog module, so `compare` and `locate` cannot drift
+    let extra = [
         "status",
         "n_rejected",
         "problems",
@@ -454,7 +441,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "map_lat",
         "map_lon",
         "map_depth_km",
-    ])?;
+    ];
+    w.write_record(
+        eikoloc::catalog::csv::CATALOG_HEADER
+            .iter()
+            .chain(extra.iter()),
+    )?;
     let mut post_out = match &a.posterior {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
