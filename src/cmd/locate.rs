@@ -22,9 +22,10 @@ use eikoloc::traveltime::pinn::ModelBounds;
 use eikoloc::traveltime::{PinnModel, Receiver, TraveltimeModel};
 use eikoloc::velocity::{GradientModel, LayeredModel, VelocityModel};
 
-/// Arguments of `eikoloc locate`.
+/// The region (stations, velocity, frame, box) and the traveltime engine, shared by
+/// `eikoloc locate` and `eikoloc synth` so the two read a region the same way.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct RegionArgs {
     /// Station configuration folder (`station-configs/NAME`): stations, velocity, frame, box.
     #[arg(long, conflicts_with_all = ["stations", "velocity"])]
     pub config: Option<PathBuf>,
@@ -41,6 +42,28 @@ pub struct Args {
     /// model) or `gradient:VP0,VS0,KP,KS` (analytic constant-gradient medium, z0 = 0).
     #[arg(long)]
     pub traveltime: Option<String>,
+}
+
+impl RegionArgs {
+    /// Loads the region and opens the traveltime model it asks for.
+    pub fn open(&self, max_depth_km: f64) -> anyhow::Result<(Setup, Arc<dyn TraveltimeModel>)> {
+        let s = setup(
+            self.config.as_deref(),
+            self.stations.as_deref(),
+            self.velocity.as_deref(),
+            max_depth_km,
+        )?;
+        let model = traveltime_model(self.model.as_deref(), self.traveltime.as_deref(), &s)?;
+        Ok((s, model))
+    }
+}
+
+/// Arguments of `eikoloc locate`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Region and traveltime engine.
+    #[command(flatten)]
+    pub engine: RegionArgs,
     /// Picks CSV (`event_id,network,station,phase,time_iso[,uncertainty_s]`).
     #[arg(long)]
     pub picks: PathBuf,
@@ -270,13 +293,7 @@ fn cell(v: f64, decimals: usize) -> String {
 
 /// Runs the subcommand.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let s = setup(
-        a.config.as_deref(),
-        a.stations.as_deref(),
-        a.velocity.as_deref(),
-        a.max_depth,
-    )?;
-    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s)?;
+    let (s, model) = a.engine.open(a.max_depth)?;
     // created before the (long) location run so that an unwritable path fails at once
     let quakeml_out = match &a.quakeml {
         Some(p) => Some((

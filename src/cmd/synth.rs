@@ -13,27 +13,15 @@ use eikoloc::waveform::synth::{
     synthesize, write_archive, SynthEvent, SynthStation, WaveformSynthConfig,
 };
 
-use super::locate::{setup, traveltime_model};
+use super::locate::RegionArgs;
 use super::seedlink_synth::parse_encoding;
 
 /// Arguments of `eikoloc synth`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Station configuration folder (`station-configs/NAME`).
-    #[arg(long, conflicts_with_all = ["stations", "velocity"])]
-    pub config: Option<PathBuf>,
-    /// Station file, with `--velocity`.
-    #[arg(long, requires = "velocity")]
-    pub stations: Option<PathBuf>,
-    /// 1-D velocity model CSV, with `--stations`.
-    #[arg(long, requires = "stations")]
-    pub velocity: Option<PathBuf>,
-    /// Trained network folder.
-    #[arg(long, conflicts_with = "traveltime")]
-    pub model: Option<PathBuf>,
-    /// Traveltime engine: `exact` or `gradient:VP0,VS0,KP,KS`.
-    #[arg(long)]
-    pub traveltime: Option<String>,
+    /// Region and traveltime engine.
+    #[command(flatten)]
+    pub engine: RegionArgs,
     /// Number of events.
     #[arg(long, default_value_t = 100)]
     pub events: usize,
@@ -107,13 +95,7 @@ pub struct Args {
 
 /// Runs the subcommand.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let s = setup(
-        a.config.as_deref(),
-        a.stations.as_deref(),
-        a.velocity.as_deref(),
-        a.max_depth,
-    )?;
-    let model = traveltime_model(a.model.as_deref(), a.traveltime.as_deref(), &s)?;
+    let (s, model) = a.engine.open(a.max_depth)?;
     let mut idx: Vec<usize> = (0..s.inventory.len()).collect();
     if let Some(list) = &a.only_stations {
         idx.clear();
