@@ -60,6 +60,7 @@ fn random_model(hidden: Vec<usize>, inputs: InputKind) -> PinnModel {
         scaling: InputScaling::for_bounds(inputs, &bounds),
         architecture: arch,
         reference_velocity_km_s: [5.0, 2.9],
+        background: Default::default(),
         velocity: VelocityInfo {
             kind: "none".into(),
             hash: String::new(),
@@ -80,6 +81,8 @@ fn random_model(hidden: Vec<usize>, inputs: InputKind) -> PinnModel {
             frac_near_source: 0.0,
             frac_near_interface: 0.0,
             steps_per_epoch: 0,
+            time_scale_s: 0.0,
+            gradient_background: false,
             wall_time_s: 0.0,
         },
         validation: None,

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use eikoloc::domain::{LocalPoint, Phase};
 use eikoloc::traveltime::pinn::{
-    Architecture, InputKind, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode,
+    Architecture, Background, InputKind, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode,
     PinnManifest, TrainingSettings, VelocityInfo, FORMAT_VERSION,
 };
-use eikoloc::traveltime::{PinnModel, Receiver, TimeAndGradient, TraveltimeModel};
+use eikoloc::traveltime::{AnalyticModel, PinnModel, Receiver, TimeAndGradient, TraveltimeModel};
 use eikoloc::velocity::{GradientModel, VelocityModel};
 use rand::{Rng, SeedableRng};
 
@@ -23,7 +23,15 @@ fn bounds() -> ModelBounds {
     }
 }
 
-fn write_artifact(dir: &Path, inputs: InputKind, mode: PhaseMode) -> PinnManifest {
+/// A network of random weights (tau around 0.8), or with `unit_tau` one whose output is
+/// exactly 1 (so T is the background T0 itself).
+fn write_artifact(
+    dir: &Path,
+    inputs: InputKind,
+    mode: PhaseMode,
+    background: Background,
+    unit_tau: bool,
+) -> PinnManifest {
     let arch = Architecture {
         inputs,
         hidden: vec![12, 12],
@@ -52,8 +60,13 @@ fn write_artifact(dir: &Path, inputs: InputKind, mode: PhaseMode) -> PinnManifes
             });
         }
         // tau around 0.8 so times are realistic
-        let last = layers.last().unwrap().bias_offset;
-        flat[last] += 0.8;
+        let last = layers.last().unwrap();
+        if unit_tau {
+            flat[last.weight_offset..last.bias_offset].fill(0.0);
+            flat[last.bias_offset] = 1.0;
+        } else {
+            flat[last.bias_offset] += 0.8;
+        }
         nets.push(NetSpec {
             phase,
             layers,
@@ -67,6 +80,7 @@ fn write_artifact(dir: &Path, inputs: InputKind, mode: PhaseMode) -> PinnManifes
         scaling: InputScaling::for_bounds(inputs, &bounds()),
         architecture: arch,
         reference_velocity_km_s: [5.0, 2.9],
+        background,
         velocity: VelocityInfo::gradient(&g),
         bounds: bounds(),
         phases: Phase::ALL.to_vec(),
@@ -82,6 +96,8 @@ fn write_artifact(dir: &Path, inputs: InputKind, mode: PhaseMode) -> PinnManifes
             frac_near_source: 0.0,
             frac_near_interface: 0.0,
             steps_per_epoch: 0,
+            time_scale_s: 0.0,
+            gradient_background: false,
             wall_time_s: 0.0,
         },
         validation: None,
@@ -104,15 +120,59 @@ fn write_artifact(dir: &Path, inputs: InputKind, mode: PhaseMode) -> PinnManifes
     manifest
 }
 
+fn gradient_background() -> Background {
+    Background::Gradient {
+        z0_km: -1.0,
+        v0_km_s: [4.8, 2.8],
+        gradient_per_s: [0.06, 0.035],
+    }
+}
+
+/// With tau = 1 the network's T and source gradient are the background medium's, which the
+/// closed-form oracle gives independently.
+#[test]
+fn unit_tau_reproduces_the_background_medium() {
+    let g = GradientModel::new(-1.0, 4.8, 2.8, 0.06, 0.035).unwrap();
+    let oracle = AnalyticModel::new(g);
+    for inputs in [InputKind::Radial1d, InputKind::Cartesian3d] {
+        let dir = tempfile::tempdir().unwrap();
+        write_artifact(
+            dir.path(),
+            inputs,
+            PhaseMode::Separate,
+            gradient_background(),
+            true,
+        );
+        let m = PinnModel::load(dir.path()).unwrap();
+        for i in 0..40 {
+            let s = LocalPoint::new(-30.0 + 1.7 * i as f64, 12.0 - 0.9 * i as f64, 0.7 * i as f64);
+            let r = LocalPoint::new(5.0, -4.0, -0.05 * (i % 7) as f64);
+            for p in Phase::ALL {
+                let a = m.traveltime_and_gradient(p, s, r).unwrap();
+                let b = oracle.traveltime_and_gradient(p, s, r).unwrap();
+                assert!((a.t_s - b.t_s).abs() < 1e-9 * b.t_s, "{inputs:?} {p} {i}");
+                for k in 0..3 {
+                    assert!(
+                        (a.grad_s_per_km[k] - b.grad_s_per_km[k]).abs() < 1e-9,
+                        "{inputs:?} {p} {i} component {k}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gradient_matches_finite_differences_and_batch_matches_rows() {
-    for (inputs, mode) in [
-        (InputKind::Radial1d, PhaseMode::Separate),
-        (InputKind::Radial1d, PhaseMode::Input),
-        (InputKind::Cartesian3d, PhaseMode::Separate),
+    for (inputs, mode, background) in [
+        (InputKind::Radial1d, PhaseMode::Separate, Background::Straight),
+        (InputKind::Radial1d, PhaseMode::Input, Background::Straight),
+        (InputKind::Cartesian3d, PhaseMode::Separate, Background::Straight),
+        (InputKind::Radial1d, PhaseMode::Separate, gradient_background()),
+        (InputKind::Cartesian3d, PhaseMode::Input, gradient_background()),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        write_artifact(dir.path(), inputs, mode);
+        write_artifact(dir.path(), inputs, mode, background, false);
         let m = PinnModel::load(dir.path()).unwrap();
         let sources: Vec<LocalPoint> = (0..7)
             .map(|i| {
@@ -168,7 +228,13 @@ fn gradient_matches_finite_differences_and_batch_matches_rows() {
 #[test]
 fn loader_refuses_mismatches_and_bad_files() {
     let dir = tempfile::tempdir().unwrap();
-    let man = write_artifact(dir.path(), InputKind::Radial1d, PhaseMode::Separate);
+    let man = write_artifact(
+        dir.path(),
+        InputKind::Radial1d,
+        PhaseMode::Separate,
+        Background::Straight,
+        false,
+    );
     let m = PinnModel::load(dir.path()).unwrap();
     let g = GradientModel::new(0.0, 5.0, 2.9, 0.05, 0.03).unwrap();
     assert!(m.check_compatible(&g.content_hash(), &bounds()).is_ok());

@@ -53,6 +53,22 @@ pub struct Args {
     /// Initial learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Weight of the supervised source-gradient term.
+    #[arg(long)]
+    pub w_grad: Option<f64>,
+    /// Weight of the eikonal residual at the receiver.
+    #[arg(long)]
+    pub w_eikonal: Option<f64>,
+    /// Traveltime scale of the time term, s (0: purely relative error).
+    #[arg(long)]
+    pub time_scale_s: Option<f64>,
+    /// T0 the network multiplies: `gradient` (least-squares constant-gradient medium) or
+    /// `straight` (D / v_ref).
+    #[arg(long, default_value = "gradient", value_parser = ["gradient", "straight"])]
+    pub background: String,
+    /// Final learning rate.
+    #[arg(long)]
+    pub lr_end: Option<f64>,
     /// Validation points per phase.
     #[arg(long, default_value_t = 4000)]
     pub validation_points: usize,
@@ -163,6 +179,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(lr) = a.lr {
         settings.lr_start = lr;
     }
+    if let Some(v) = a.lr_end {
+        settings.lr_end = v;
+    }
+    if let Some(v) = a.w_grad {
+        settings.w_grad = v;
+    }
+    if let Some(v) = a.w_eikonal {
+        settings.w_eikonal = v;
+    }
+    settings.gradient_background = a.background == "gradient";
+    if let Some(v) = a.time_scale_s {
+        settings.time_scale_s = v;
+    }
     let cfg = TrainConfig {
         name: reg.name.clone(),
         architecture: arch,
@@ -221,6 +250,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 })
                 .unwrap_or_default();
             bar.set_message(format!("loss {:.3e}  {val}", p.record.loss));
+            // without a terminal (CI, logs) the bar is hidden: print each validation instead
+            if bar.is_hidden() && !p.record.val_rmae[0].is_nan() {
+                eprintln!(
+                    "step {}/{} {:.0} s loss {:.3e} {val}",
+                    p.step, p.steps, p.record.elapsed_s, p.record.loss
+                );
+            }
         }
         bar.set_position(p.step as u64);
     };

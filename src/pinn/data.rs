@@ -23,8 +23,8 @@ pub struct Sampler<'a> {
     pub bounds: ModelBounds,
     /// Coordinate -> input scaling.
     pub scaling: InputScaling,
-    /// v_ref of T0 = D / v_ref per phase (P, S), km/s.
-    pub vref_km_s: [f64; 2],
+    /// The closed-form T0 (the manifest's background medium).
+    pub background: crate::traveltime::AnalyticModel,
     /// Depths of velocity discontinuities, km (source depths are drawn densely around them).
     pub interfaces_km: Vec<f64>,
     /// Fraction of points with a short source-receiver distance.
@@ -186,31 +186,42 @@ impl Sampler<'_> {
             t_ref: Vec::with_capacity(n),
         };
         for (i, (g, rf)) in geos.iter().zip(&refs).enumerate() {
-            let v = self.vref_km_s[g.phase.index()];
             let d = [
                 g.s.x_km - g.r.x_km,
                 g.s.y_km - g.r.y_km,
                 g.s.z_km - g.r.z_km,
             ];
-            let dist = (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt();
-            let t0 = dist / v;
+            let bg_err = |e: crate::traveltime::TraveltimeError| {
+                TrainError::Config(format!("background T0: {e}"))
+            };
+            // T0 with its source gradient, and (reciprocity) its receiver gradient
+            let bs = self
+                .background
+                .traveltime_and_gradient(g.phase, g.s, g.r)
+                .map_err(bg_err)?;
+            let br = self
+                .background
+                .traveltime_and_gradient(g.phase, g.r, g.s)
+                .map_err(bg_err)?;
+            let t0 = bs.t_s;
             let (c, dc): (Vec<f64>, Vec<f64>) = match self.inputs {
                 InputKind::Radial1d => {
+                    // the source lies on the +x axis from the receiver: dT0/dr = dT0/dx_s
                     let rh = d[0].hypot(d[1]);
                     (
                         vec![rh, g.s.z_km, g.r.z_km],
-                        vec![rh / (dist * v), d[2] / (dist * v), -d[2] / (dist * v)],
+                        vec![bs.grad_s_per_km[0], bs.grad_s_per_km[2], br.grad_s_per_km[2]],
                     )
                 }
                 InputKind::Cartesian3d => (
                     vec![g.s.x_km, g.s.y_km, g.s.z_km, g.r.x_km, g.r.y_km, g.r.z_km],
                     vec![
-                        d[0] / (dist * v),
-                        d[1] / (dist * v),
-                        d[2] / (dist * v),
-                        -d[0] / (dist * v),
-                        -d[1] / (dist * v),
-                        -d[2] / (dist * v),
+                        bs.grad_s_per_km[0],
+                        bs.grad_s_per_km[1],
+                        bs.grad_s_per_km[2],
+                        br.grad_s_per_km[0],
+                        br.grad_s_per_km[1],
+                        br.grad_s_per_km[2],
                     ],
                 ),
             };

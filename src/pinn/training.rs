@@ -22,7 +22,7 @@ use super::model::{tensor2, TauNet};
 use super::{TrainError, BURN_VERSION};
 use crate::domain::Phase;
 use crate::traveltime::pinn::{
-    Architecture, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode, PinnManifest,
+    Architecture, Background, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode, PinnManifest,
     PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
 };
 use crate::traveltime::pinn_check::{reference_values, sample_rows, summarize, Row};
@@ -66,6 +66,8 @@ pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
         frac_near_source: 0.2,
         frac_near_interface: 0.3,
         steps_per_epoch: 1,
+        time_scale_s: 0.0,
+        gradient_background: true,
         wall_time_s: 0.0,
     }
 }
@@ -145,6 +147,50 @@ pub fn reference_velocities(velocity: &dyn VelocityModel, bounds: &ModelBounds) 
     Phase::ALL.map(|p| velocity.velocity_km_s(p, 0.0, 0.0, bounds.source_depth_min_km))
 }
 
+/// T0's medium: straight rays (at the manifest's v_ref), or v(z) = v0 + k (z - z0) fitted by least squares to
+/// the velocity at x = y = 0 over every depth the box holds (z0 at its top).
+pub fn fit_background(
+    velocity: &dyn VelocityModel,
+    bounds: &ModelBounds,
+    gradient: bool,
+) -> Background {
+    if !gradient {
+        return Background::Straight;
+    }
+    let z0 = bounds.receiver_depth_min_km.min(bounds.source_depth_min_km);
+    let z1 = bounds.receiver_depth_max_km.max(bounds.source_depth_max_km);
+    let n = 400;
+    let zs: Vec<f64> = (0..n)
+        .map(|i| z0 + (z1 - z0) * (i as f64 + 0.5) / n as f64)
+        .collect();
+    let mut v0 = [0.0; 2];
+    let mut k = [0.0; 2];
+    for p in Phase::ALL {
+        let vs: Vec<f64> = zs.iter().map(|z| velocity.velocity_km_s(p, 0.0, 0.0, *z)).collect();
+        let zm = zs.iter().sum::<f64>() / n as f64;
+        let vm = vs.iter().sum::<f64>() / n as f64;
+        let sxy: f64 = zs.iter().zip(&vs).map(|(z, v)| (z - zm) * (v - vm)).sum();
+        let sxx: f64 = zs.iter().map(|z| (z - zm) * (z - zm)).sum();
+        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+        let top = vm + slope * (z0 - zm);
+        let bottom = vm + slope * (z1 - zm);
+        // a fit that turns non-positive (never for real Earth models) falls back to straight rays
+        if !(top > 0.0 && bottom > 0.0 && top.is_finite() && slope.is_finite()) {
+            return Background::Straight;
+        }
+        v0[p.index()] = top;
+        k[p.index()] = slope;
+    }
+    if v0[1] >= v0[0] {
+        return Background::Straight;
+    }
+    Background::Gradient {
+        z0_km: z0,
+        v0_km_s: v0,
+        gradient_per_s: k,
+    }
+}
+
 fn net_groups(cfg: &TrainConfig) -> Vec<Vec<Phase>> {
     match cfg.architecture.phase_mode {
         PhaseMode::Separate => cfg.phases.iter().map(|p| vec![*p]).collect(),
@@ -198,6 +244,11 @@ pub fn export(
         architecture: cfg.architecture.clone(),
         scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
         reference_velocity_km_s: vref,
+        background: fit_background(
+            inputs.velocity,
+            &cfg.bounds,
+            cfg.settings.gradient_background,
+        ),
         velocity: inputs.velocity_info.clone(),
         bounds: cfg.bounds,
         phases: cfg.phases.clone(),
@@ -231,7 +282,21 @@ pub fn loss(
     let dt = dt0 * tau.clone().repeat_dim(0, k) + t0.repeat_dim(0, k) * dtau;
 
     let tau_ref = tensor2(b.tau_ref.clone(), 1, n, device);
-    let l_time = ((tau - tau_ref.clone()) / tau_ref).powi_scalar(2).mean();
+    let w: Vec<f32> = b
+        .t_ref
+        .iter()
+        .map(|t| {
+            if s.time_scale_s > 0.0 {
+                (1.0 + t / s.time_scale_s) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let w = tensor2(w, 1, n, device);
+    let l_time = ((tau - tau_ref.clone()) / tau_ref * w)
+        .powi_scalar(2)
+        .mean();
 
     let sup = sup_dirs(arch.inputs);
     let g_pred = Tensor::cat(sup.iter().map(|&j| dt.clone().narrow(0, j, 1)).collect(), 0);
@@ -320,7 +385,11 @@ pub fn train(
         phase_mode: cfg.architecture.phase_mode,
         bounds: cfg.bounds,
         scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
-        vref_km_s: vref,
+        background: crate::traveltime::AnalyticModel::new(
+            fit_background(inputs.velocity, &cfg.bounds, st.gradient_background)
+                .medium(vref)
+                .map_err(TrainError::Config)?,
+        ),
         interfaces_km: inputs.interfaces_km.clone(),
         frac_near_source: st.frac_near_source,
         frac_near_interface: st.frac_near_interface,
