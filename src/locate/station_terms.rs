@@ -36,7 +36,9 @@ use std::path::Path;
 use rayon::prelude::*;
 use thiserror::Error;
 
-use crate::domain::{GeoPoint, LocalFrame, Origin, Phase};
+use crate::domain::time::seconds_between;
+use crate::domain::{GeoPoint, LocalFrame, LocalPoint, Origin, Phase, Pick};
+use crate::traveltime::{TraveltimeError, TraveltimeModel};
 
 /// Why station terms could not be read, written or estimated.
 #[derive(Debug, Error)]
@@ -143,6 +145,64 @@ impl LocatedEvent {
             depth_km: origin.depth_km,
             arrivals,
         }
+    }
+
+    /// Raw residuals of `picks` at a fixed hypocentre (WGS84 degrees, depth km below sea
+    /// level), e.g. a reference catalogue's, with the origin time their median: what station
+    /// terms calibrated on known hypocentres are estimated from. Picks at stations
+    /// `station_position` does not know, and second picks of one station/phase, are skipped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn at_hypocentre(
+        event_id: &str,
+        model: &dyn TraveltimeModel,
+        station_position: &dyn Fn(&str, &str) -> Option<LocalPoint>,
+        frame: &LocalFrame,
+        picks: &[Pick],
+        lat_deg: f64,
+        lon_deg: f64,
+        depth_km: f64,
+    ) -> Result<Self, TraveltimeError> {
+        let (x, y) = frame.to_local(GeoPoint { lat_deg, lon_deg });
+        let src = LocalPoint::new(x, y, depth_km);
+        let mut seen = std::collections::HashSet::new();
+        let mut rows = Vec::new();
+        let Some(t_ref) = picks.iter().map(|p| p.time).min() else {
+            return Ok(Self {
+                event_id: event_id.into(),
+                lat_deg,
+                lon_deg,
+                depth_km,
+                arrivals: Vec::new(),
+            });
+        };
+        for p in picks {
+            let Some(pos) = station_position(&p.station.network, &p.station.station) else {
+                continue;
+            };
+            if !seen.insert((&p.station.network, &p.station.station, p.phase)) {
+                continue;
+            }
+            let tt = model.traveltime_s(p.phase, src, pos)?;
+            rows.push((p, seconds_between(&t_ref, &p.time) - tt));
+        }
+        let mut e: Vec<f64> = rows.iter().map(|r| r.1).collect();
+        let t0 = if e.is_empty() { 0.0 } else { median(&mut e) };
+        Ok(Self {
+            event_id: event_id.into(),
+            lat_deg,
+            lon_deg,
+            depth_km,
+            arrivals: rows
+                .into_iter()
+                .map(|(p, ei)| ArrivalResidual {
+                    network: p.station.network.clone(),
+                    station: p.station.station.clone(),
+                    phase: p.phase,
+                    residual_s: ei - t0,
+                    correction_s: 0.0,
+                })
+                .collect(),
+        })
     }
 
     /// Hypocentre in a local frame, km (x east, y north, z depth).
@@ -717,6 +777,8 @@ pub struct TermsRun<T> {
     pub terms: Option<StationTerms>,
     /// One entry per pass.
     pub passes: Vec<PassStats>,
+    /// The located events of every pass (index 0: the first pass), to measure the gain.
+    pub pass_catalogs: Vec<Vec<Option<LocatedEvent>>>,
 }
 
 fn pass_stats(pass: usize, radius_km: f64, catalog: &[Option<LocatedEvent>]) -> PassStats {
@@ -789,18 +851,21 @@ where
     };
     let (mut outcomes, mut catalog) = run_pass(start, None);
     let mut passes = vec![pass_stats(0, radius_of(start), &catalog)];
+    let mut pass_catalogs = vec![catalog.clone()];
     if config.iterations == 0 {
         if let Some(t @ StationTerms::Ssst(_)) = start {
             let (o, c) = run_pass(Some(t), Some(&catalog));
             outcomes = o;
             catalog = c;
             passes.push(pass_stats(1, radius_of(start), &catalog));
+            pass_catalogs.push(catalog.clone());
         }
         return Ok(TermsRun {
             outcomes,
             catalog,
             terms: start.cloned(),
             passes,
+            pass_catalogs,
         });
     }
     for round in 1..=config.iterations {
@@ -810,6 +875,7 @@ where
         outcomes = o;
         catalog = c;
         passes.push(pass_stats(round, radius_of(Some(&terms)), &catalog));
+        pass_catalogs.push(catalog.clone());
     }
     let located: Vec<LocatedEvent> = catalog.iter().flatten().cloned().collect();
     let terms =
@@ -819,6 +885,7 @@ where
         catalog,
         terms: Some(terms),
         passes,
+        pass_catalogs,
     })
 }
 
