@@ -43,6 +43,15 @@ fn med(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// (station config, data folder, [(reference name, catalog file)]).
+type DataSet = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+/// Event id to (lat deg, lon deg, depth km).
+type Hypocentres = HashMap<String, (f64, f64, f64)>;
+
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
@@ -61,7 +70,7 @@ struct Located {
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("../shared/data");
-    let sets: [(&str, &str, &[(&str, &str)]); 4] = [
+    let sets: [DataSet; 4] = [
         (
             "ridgecrest",
             "ridgecrest_synthetic",
@@ -172,7 +181,7 @@ fn main() {
         let model = RadialTableModel::build(exact, grid, &receivers).expect("table");
         let pos = |n: &str, s: &str| rc.station_position(n, s);
         let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        let refs: Vec<(&str, HashMap<String, (f64, f64, f64)>)> = references
+        let refs: Vec<(&str, Hypocentres)> = references
             .iter()
             .map(|(name, file)| {
                 let m = read_reference_catalog_file(&data.join(dir).join(file))
