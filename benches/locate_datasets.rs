@@ -1,19 +1,39 @@
 //! Locates every event of every shared data set (../shared/data) with the default locator on
-//! the exact 1-D solver behind the radial table, and prints per set: events located, median
-//! RMS, median 95 % sizes, and the median horizontal / depth distance to the set's reference
-//! catalog. Run: `cargo bench --bench locate_datasets` (EIKOLOC_DATASETS=ridgecrest,... to
-//! choose; EIKOLOC_DATASET_EVENTS=N caps the events per set).
+//! the exact 1-D solver behind the radial table, without and with station terms, and prints
+//! per set and mode: events located, median RMS, median 95 % sizes, and the median horizontal
+//! / depth distance to each of the set's reference catalogs (HypoDD relocations, the network
+//! catalog, NonLinLoc's own locations).
+//!
+//! Modes (EIKOLOC_TERMS, comma-separated; default `none,static,ssst,calibrated`):
+//! - `none`: no station terms (the first pass of the static run);
+//! - `static`: static terms from our own locations, iterated (EIKOLOC_TERMS_ITERATIONS, 3);
+//! - `ssst`: source-specific terms, iterated (k 30, radius 20 -> 5 km);
+//! - `calibrated`: static terms from the raw residuals at the *network catalog's* hypocentres
+//!   of the other half of the events (two-fold cross-validation: even-numbered events
+//!   calibrate the odd ones and back), one pass. The way an observatory calibrates delays on
+//!   well-located events; no event is located with terms it helped estimate. Reported for
+//!   the posterior mean (the catalogue's location) and, as `calib_map`, the MAP particle;
+//!   `calib_only` uses only the arrivals that have a calibrated term.
+//!
+//! Run: `cargo bench --bench locate_datasets` (EIKOLOC_DATASETS=ridgecrest,hypodd_parkfield,
+//! hypodd_calaveras,nlloc_alaska to choose; EIKOLOC_DATASET_EVENTS=N caps the events per set;
+//! EIKOLOC_PARTICLES / EIKOLOC_MH_STEPS override the locator's particle and Metropolis counts).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use eikoloc::catalog::csv::{read_picks_file, read_reference_catalog_file, PicksCsvOptions};
 use eikoloc::config::ResolvedStationConfig;
-use eikoloc::locate::event::locate_picks;
+use eikoloc::domain::{GeoPoint, Phase, Pick};
+use eikoloc::locate::event::locate_picks_corrected;
+use eikoloc::locate::station_terms::{
+    relocate_with_terms, EventCorrections, LocatedEvent, StaticTerms, StationTerms, TermsConfig,
+    TermsKind,
+};
 use eikoloc::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
 use eikoloc::traveltime::{LayeredExact, Receiver, TraveltimeModel};
 
@@ -25,31 +45,77 @@ fn med(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// (station config, data folder, [(reference name, catalog file)]).
+type DataSet = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+/// Event id to (lat deg, lon deg, depth km).
+type Hypocentres = HashMap<String, (f64, f64, f64)>;
+
+/// Per call of one event: (h95 major km, z95 km, MAP [lat deg, lon deg, depth km]).
+type CallExtras = Mutex<Vec<(f64, f64, [f64; 3])>>;
+
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+/// Per located event: hypocentre, RMS of the corrected residuals, h95 major and z95.
+#[derive(Clone, Copy)]
+struct Located {
+    lat: f64,
+    lon: f64,
+    depth_km: f64,
+    rms_s: f64,
+    h95_km: f64,
+    z95_km: f64,
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = root.join("../shared/data");
-    let sets = [
+    let sets: [DataSet; 4] = [
         (
             "ridgecrest",
             "ridgecrest_synthetic",
-            "catalog_velest_start.csv",
+            &[("velest_start", "catalog_velest_start.csv")],
         ),
-        ("hypodd_parkfield", "hypodd_parkfield", "catalog.csv"),
-        ("hypodd_calaveras", "hypodd_calaveras", "catalog.csv"),
-        ("nlloc_alaska", "nlloc_alaska_2018", "catalog.csv"),
+        (
+            "hypodd_parkfield",
+            "hypodd_parkfield",
+            &[("hypodd", "catalog_hypodd.csv"), ("network", "catalog.csv")],
+        ),
+        (
+            "hypodd_calaveras",
+            "hypodd_calaveras",
+            &[("hypodd", "catalog_hypodd.csv"), ("network", "catalog.csv")],
+        ),
+        (
+            "nlloc_alaska",
+            "nlloc_alaska_2018",
+            &[("nlloc", "catalog.csv")],
+        ),
     ];
     let only = std::env::var("EIKOLOC_DATASETS").ok();
-    let cap: usize = std::env::var("EIKOLOC_DATASET_EVENTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(usize::MAX);
+    let cap = env_usize("EIKOLOC_DATASET_EVENTS").unwrap_or(usize::MAX);
+    let modes: Vec<String> = std::env::var("EIKOLOC_TERMS")
+        .unwrap_or_else(|_| "none,static,ssst,calibrated".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let iterations = env_usize("EIKOLOC_TERMS_ITERATIONS").unwrap_or(3);
+    let defaults = LocateConfig::default();
     let config = LocateConfig {
         model_error_floor_s: 0.05,
         model_error_fraction: 0.02,
-        ..Default::default()
+        n_particles: env_usize("EIKOLOC_PARTICLES").unwrap_or(defaults.n_particles),
+        mh_steps: env_usize("EIKOLOC_MH_STEPS").unwrap_or(defaults.mh_steps),
+        ..defaults
     };
     println!(
-        "locator: {:?}/{:?}, {} particles, {} Metropolis steps, model error max({} s, {} T)",
+        "locator: {:?}/{:?}, {} particles, {} Metropolis steps, model error max({} s, {} T); \
+         terms: {iterations} rounds",
         config.likelihood,
         config.origin_time,
         config.n_particles,
@@ -58,19 +124,10 @@ fn main() {
         config.model_error_fraction
     );
     println!(
-        "{:<18} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}",
-        "set",
-        "events",
-        "located",
-        "rms_s",
-        "h95_km",
-        "z95_km",
-        "ref_n",
-        "dH_ref_km",
-        "dZ_ref_km",
-        "s/event"
+        "{:<18} {:<10} {:>6} {:>7} {:>7} {:>7} {:>7}  reference: n, median dH km / median dZ km / signed median dZ km",
+        "set", "terms", "events", "located", "rms_s", "h95_km", "z95_km"
     );
-    for (cfg, dir, reference) in sets {
+    for (cfg, dir, references) in sets {
         if only
             .as_ref()
             .is_some_and(|o| !o.split(',').any(|x| x == cfg))
@@ -128,74 +185,267 @@ fn main() {
         };
         let model = RadialTableModel::build(exact, grid, &receivers).expect("table");
         let pos = |n: &str, s: &str| rc.station_position(n, s);
-        let t0 = Instant::now();
-        let out: Vec<_> = events
-            .par_iter()
-            .enumerate()
-            .map(|(k, ev)| {
-                (
-                    ev.event_id.clone(),
-                    locate_picks(
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        let refs: Vec<(&str, Hypocentres)> = references
+            .iter()
+            .map(|(name, file)| {
+                let m = read_reference_catalog_file(&data.join(dir).join(file))
+                    .map(|r| {
+                        r.records
+                            .into_iter()
+                            .map(|h| (h.event_id.clone(), (h.lat_deg, h.lon_deg, h.depth_km)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (*name, m)
+            })
+            .collect();
+        // (h95, z95, MAP lat, lon, depth) of every call per event, so that each pass of a
+        // run can be reported
+        let extras: Vec<CallExtras> = (0..events.len()).map(|_| Mutex::new(Vec::new())).collect();
+        let locate_these = |i: usize, picks: &[Pick], corr: &EventCorrections| {
+            let ev = &events[i];
+            let c = |n: &str, s: &str, p: Phase| corr.correction_s(n, s, p);
+            let o = locate_picks_corrected(
+                &model,
+                &pos,
+                &rc.frame,
+                picks,
+                &bbox,
+                &config,
+                300.0,
+                i as u64,
+                format!("{}/1", ev.event_id),
+                &c,
+            );
+            let (hz, located) = match &o.result {
+                Ok((s, post)) => {
+                    let g = rc.frame.to_geo(post.map_km[0], post.map_km[1]);
+                    (
+                        (
+                            s.origin.uncertainty.horizontal_95.major_km,
+                            s.origin.uncertainty.depth_95_km,
+                            [g.lat_deg, g.lon_deg, post.map_km[2]],
+                        ),
+                        Some(LocatedEvent::from_origin(&ev.event_id, &s.origin, &c)),
+                    )
+                }
+                Err(_) => ((f64::NAN, f64::NAN, [f64::NAN; 3]), None),
+            };
+            if let Ok(mut v) = extras[i].lock() {
+                v.push(hz);
+            }
+            ((), located)
+        };
+        let locate = |i: usize, corr: &EventCorrections| locate_these(i, &events[i].picks, corr);
+        let to_located =
+            |cat: &[Option<LocatedEvent>], pass: usize, map: bool| -> Vec<Option<Located>> {
+                cat.iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        e.as_ref().map(|e| {
+                            let (h95, z95, m) = extras[i]
+                                .lock()
+                                .ok()
+                                .and_then(|v| v.get(pass).copied())
+                                .unwrap_or((f64::NAN, f64::NAN, [f64::NAN; 3]));
+                            let n = e.arrivals.len().max(1) as f64;
+                            let rms = (e
+                                .arrivals
+                                .iter()
+                                .map(|a| (a.residual_s - a.correction_s).powi(2))
+                                .sum::<f64>()
+                                / n)
+                                .sqrt();
+                            let p = if map {
+                                m
+                            } else {
+                                [e.lat_deg, e.lon_deg, e.depth_km]
+                            };
+                            Located {
+                                lat: p[0],
+                                lon: p[1],
+                                depth_km: p[2],
+                                rms_s: rms,
+                                h95_km: h95,
+                                z95_km: z95,
+                            }
+                        })
+                    })
+                    .collect()
+            };
+        let report = |mode: &str, located: &[Option<Located>], secs: f64| {
+            let (mut rms, mut h95, mut z95) = (Vec::new(), Vec::new(), Vec::new());
+            for l in located.iter().flatten() {
+                rms.push(l.rms_s);
+                h95.push(l.h95_km);
+                z95.push(l.z95_km);
+            }
+            let mut line = format!(
+                "{:<18} {:<10} {:>6} {:>7} {:>7.3} {:>7.2} {:>7.2} ",
+                cfg,
+                mode,
+                events.len(),
+                rms.len(),
+                med(&mut rms),
+                med(&mut h95),
+                med(&mut z95)
+            );
+            for (name, r) in &refs {
+                let (mut dh, mut dz, mut sz) = (Vec::new(), Vec::new(), Vec::new());
+                for (id, l) in ids.iter().zip(located) {
+                    let (Some(l), Some(&(lat, lon, z))) = (l, r.get(id)) else {
+                        continue;
+                    };
+                    let (d, _) = rc.frame.distance_azimuth(
+                        GeoPoint {
+                            lat_deg: lat,
+                            lon_deg: lon,
+                        },
+                        GeoPoint {
+                            lat_deg: l.lat,
+                            lon_deg: l.lon,
+                        },
+                    );
+                    dh.push(d);
+                    dz.push((l.depth_km - z).abs());
+                    sz.push(l.depth_km - z);
+                }
+                line += &format!(
+                    " {name}: {}, {:.3} / {:.3} / {:+.3}",
+                    dh.len(),
+                    med(&mut dh),
+                    med(&mut dz),
+                    med(&mut sz)
+                );
+            }
+            println!("{line}  ({secs:.0} s)");
+        };
+        let want = |m: &str| modes.iter().any(|x| x == m);
+        if want("none") || want("static") {
+            for e in &extras {
+                e.lock().map(|mut v| v.clear()).ok();
+            }
+            let t0 = Instant::now();
+            let tc = TermsConfig {
+                kind: TermsKind::Static,
+                iterations: if want("static") { iterations } else { 0 },
+                ..Default::default()
+            };
+            let run = relocate_with_terms(&ids, &rc.frame, &tc, None, locate).expect("terms");
+            let secs = t0.elapsed().as_secs_f64() / run.passes.len() as f64;
+            if want("none") {
+                report("none", &to_located(&run.pass_catalogs[0], 0, false), secs);
+            }
+            if want("static") {
+                let last = run.pass_catalogs.len() - 1;
+                report(
+                    "static",
+                    &to_located(&run.pass_catalogs[last], last, false),
+                    secs * run.passes.len() as f64,
+                );
+            }
+        }
+        if want("ssst") {
+            for e in &extras {
+                e.lock().map(|mut v| v.clear()).ok();
+            }
+            let t0 = Instant::now();
+            let tc = TermsConfig {
+                kind: TermsKind::Ssst,
+                iterations: iterations.max(1),
+                ..Default::default()
+            };
+            let run = relocate_with_terms(&ids, &rc.frame, &tc, None, locate).expect("terms");
+            let last = run.pass_catalogs.len() - 1;
+            report(
+                "ssst",
+                &to_located(&run.pass_catalogs[last], last, false),
+                t0.elapsed().as_secs_f64(),
+            );
+        }
+        if want("calibrated") {
+            let Some((_, network)) = refs.iter().find(|(n, _)| *n == "network") else {
+                continue;
+            };
+            for e in &extras {
+                e.lock().map(|mut v| v.clear()).ok();
+            }
+            let t0 = Instant::now();
+            // raw residuals at the network catalog's hypocentres, two folds by event order
+            let calib: Vec<Option<LocatedEvent>> = events
+                .par_iter()
+                .map(|ev| {
+                    let &(lat, lon, z) = network.get(&ev.event_id)?;
+                    LocatedEvent::at_hypocentre(
+                        &ev.event_id,
                         &model,
                         &pos,
                         &rc.frame,
                         &ev.picks,
-                        &bbox,
-                        &config,
-                        300.0,
-                        k as u64,
-                        format!("{}/1", ev.event_id),
-                    ),
-                )
-            })
-            .collect();
-        let per = t0.elapsed().as_secs_f64() / events.len().max(1) as f64;
-        let refs: HashMap<String, (f64, f64, f64)> =
-            read_reference_catalog_file(&data.join(dir).join(reference))
-                .map(|r| {
-                    r.records
-                        .into_iter()
-                        .map(|h| (h.event_id.clone(), (h.lat_deg, h.lon_deg, h.depth_km)))
-                        .collect()
+                        lat,
+                        lon,
+                        z,
+                    )
+                    .ok()
                 })
-                .unwrap_or_default();
-        let (mut rms, mut h95, mut z95, mut dh, mut dz) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut located = 0;
-        for (id, o) in &out {
-            let Ok((s, _)) = &o.result else { continue };
-            located += 1;
-            rms.push(s.origin.rms_s);
-            h95.push(s.origin.uncertainty.horizontal_95.major_km);
-            z95.push(s.origin.uncertainty.depth_95_km);
-            if let Some(&(lat, lon, z)) = refs.get(id) {
-                let (d, _) = rc.frame.distance_azimuth(
-                    eikoloc::domain::GeoPoint {
-                        lat_deg: lat,
-                        lon_deg: lon,
-                    },
-                    eikoloc::domain::GeoPoint {
-                        lat_deg: s.origin.lat_deg,
-                        lon_deg: s.origin.lon_deg,
-                    },
-                );
-                dh.push(d);
-                dz.push((z - s.origin.depth_km).abs());
+                .collect();
+            let fold_terms: Vec<StationTerms> = (0..2)
+                .map(|f| {
+                    let evs: Vec<LocatedEvent> = calib
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| i % 2 == f)
+                        .filter_map(|(_, e)| e.clone())
+                        .collect();
+                    StationTerms::Static(Arc::new(StaticTerms::estimate(&evs, 3)))
+                })
+                .collect();
+            let cat: Vec<Option<LocatedEvent>> = (0..events.len())
+                .into_par_iter()
+                .map(|i| {
+                    // located with the terms of the other fold only
+                    let corr = fold_terms[1 - i % 2].corrections_for(None, &ids[i]);
+                    locate(i, &corr).1
+                })
+                .collect();
+            let secs = t0.elapsed().as_secs_f64();
+            report("calibrated", &to_located(&cat, 0, false), secs);
+            // the same posteriors' highest-posterior particle instead of their mean
+            report("calib_map", &to_located(&cat, 0, true), secs);
+            // only the arrivals that have a calibrated term: an uncalibrated station keeps
+            // the model's full error (Calaveras: up to -1.5 s at 100 km)
+            for e in &extras {
+                e.lock().map(|mut v| v.clear()).ok();
             }
+            let t0 = Instant::now();
+            let cat: Vec<Option<LocatedEvent>> = (0..events.len())
+                .into_par_iter()
+                .map(|i| {
+                    let StationTerms::Static(t) = &fold_terms[1 - i % 2] else {
+                        return None;
+                    };
+                    let picks: Vec<Pick> = events[i]
+                        .picks
+                        .iter()
+                        .filter(|p| {
+                            t.terms.contains_key(&(
+                                p.station.network.clone(),
+                                p.station.station.clone(),
+                                p.phase,
+                            ))
+                        })
+                        .cloned()
+                        .collect();
+                    let corr = fold_terms[1 - i % 2].corrections_for(None, &ids[i]);
+                    locate_these(i, &picks, &corr).1
+                })
+                .collect();
+            report(
+                "calib_only",
+                &to_located(&cat, 0, false),
+                t0.elapsed().as_secs_f64(),
+            );
         }
-        let nref = dh.len();
-        println!(
-            "{:<18} {:>6} {:>7} {:>7.3} {:>8.2} {:>8.2} {:>8} {:>9.2} {:>9.2} {:>8.3}",
-            cfg,
-            events.len(),
-            located,
-            med(&mut rms),
-            med(&mut h95),
-            med(&mut z95),
-            nref,
-            med(&mut dh),
-            med(&mut dz),
-            per
-        );
     }
 }

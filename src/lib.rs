@@ -11,7 +11,8 @@
 //! - [`velocity`]: velocity models (1-D layered, constant gradient, 3-D grid).
 //! - [`traveltime`]: the [`traveltime::TraveltimeModel`] trait and its implementations
 //!   (analytic oracles, exact 1-D layered solver, eikonal grid solver, network evaluator).
-//! - [`locate`]: the Bayesian locator (robust likelihood, first estimate, SVGD, summary).
+//! - [`locate`]: the Bayesian locator (robust likelihood, first estimate, SVGD, summary) and
+//!   station terms (static and source-specific, [`locate::station_terms`]).
 //! - [`synth`]: synthetic events and picks with known truth.
 //! - [`inventory`]: station file readers (neutral CSV, FDSN StationXML) with validation.
 //! - [`waveform`]: miniSEED 2 records in and out (miniseed-rs), traces, synthetic seismograms.

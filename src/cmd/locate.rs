@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 
 use eikoloc::catalog::csv::{read_picks_file, PicksCsvOptions};
 use eikoloc::catalog::quakeml::write_quakeml;
 use eikoloc::config::ResolvedStationConfig;
+use eikoloc::domain::Phase;
 use eikoloc::domain::{format_utc, Event, GeoPoint, LocalFrame, LocalPoint, StationInventory};
-use eikoloc::locate::event::{locate_picks, EventOutcome};
+use eikoloc::locate::event::{locate_picks_corrected, EventOutcome};
+use eikoloc::locate::station_terms::{
+    relocate_with_terms, LocatedEvent, SsstConfig, StationTerms, TermsConfig, TermsKind,
+};
 use eikoloc::locate::{
     LikelihoodKind, LocateConfig, OriginTimeMode, RadialTableModel, SearchBox, TableGrid,
 };
@@ -115,6 +118,32 @@ pub struct Args {
     /// Table depth spacing, km.
     #[arg(long, default_value_t = 0.25)]
     pub table_dz: f64,
+    /// Station terms to estimate from the located events and iterate with relocation:
+    /// `static` (one correction per station and phase) or `ssst` (source-specific: median
+    /// residual of each event's nearest located neighbours).
+    #[arg(long)]
+    pub station_terms: Option<TermsKind>,
+    /// Estimate-and-relocate rounds after the first location (with --station-terms).
+    #[arg(long, default_value_t = 3)]
+    pub terms_iterations: usize,
+    /// Write the final terms: the static CSV (`network,station,phase,correction_s,n`) or,
+    /// for SSST, the residual table they are computed from
+    /// (`event_id,lat,lon,depth_km,network,station,phase,residual_s`).
+    #[arg(long)]
+    pub write_terms: Option<PathBuf>,
+    /// Apply terms from a file written by --write-terms (the first pass uses them; with
+    /// --station-terms they are re-estimated afterwards).
+    #[arg(long)]
+    pub terms: Option<PathBuf>,
+    /// SSST: most neighbours per term.
+    #[arg(long, default_value_t = TermsConfig::default().k_neighbours)]
+    pub ssst_k: usize,
+    /// SSST: neighbour radius of the first round, km.
+    #[arg(long, default_value_t = TermsConfig::default().radius_start_km)]
+    pub ssst_radius_start: f64,
+    /// SSST: neighbour radius of the last round (and of terms read with --terms), km.
+    #[arg(long, default_value_t = TermsConfig::default().radius_end_km)]
+    pub ssst_radius_end: f64,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -410,21 +439,63 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let events = report.records;
+    let terms_config = TermsConfig {
+        kind: a.station_terms.unwrap_or_default(),
+        iterations: if a.station_terms.is_some() {
+            a.terms_iterations
+        } else {
+            0
+        },
+        k_neighbours: a.ssst_k,
+        radius_start_km: a.ssst_radius_start,
+        radius_end_km: a.ssst_radius_end,
+        ..Default::default()
+    };
+    terms_config.validate()?;
+    let start_terms = match &a.terms {
+        Some(p) => Some(
+            StationTerms::read_path(
+                p,
+                &s.frame,
+                SsstConfig {
+                    k_neighbours: terms_config.k_neighbours,
+                    radius_km: terms_config.radius_end_km,
+                    min_neighbours: terms_config.min_neighbours,
+                },
+                terms_config.min_count,
+            )
+            .with_context(|| format!("--terms {}", p.display()))?,
+        ),
+        None => None,
+    };
+    if a.write_terms.is_some() && a.station_terms.is_none() && start_terms.is_none() {
+        bail!("--write-terms needs --station-terms (or --terms)");
+    }
+    let n_passes = 1
+        + terms_config.iterations
+        + usize::from(
+            terms_config.iterations == 0 && matches!(start_terms, Some(StationTerms::Ssst(_))),
+        );
     let pb = if a.quiet {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(events.len() as u64)
+        ProgressBar::new((events.len() * n_passes) as u64)
     };
     pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} events {elapsed} eta {eta}")
+        ProgressStyle::with_template("{bar:40} {pos}/{len} event locations {elapsed} eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let pos_of = |net: &str, sta: &str| s.inventory.position(net, sta).map(|i| s.positions[i]);
-    let outcomes: Vec<EventOutcome> = events
-        .par_iter()
-        .enumerate()
-        .map(|(k, ev)| {
-            let mut o = locate_picks(
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let run = relocate_with_terms(
+        &ids,
+        &s.frame,
+        &terms_config,
+        start_terms.as_ref(),
+        |k, corr| {
+            let ev = &events[k];
+            let c = |n: &str, st: &str, p: Phase| corr.correction_s(n, st, p);
+            let mut o = locate_picks_corrected(
                 model.as_ref(),
                 &pos_of,
                 &s.frame,
@@ -434,13 +505,39 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 a.max_span,
                 a.seed.wrapping_add(k as u64),
                 format!("{}/origin/1", ev.event_id),
+                &c,
             );
             o.problems.duplicate += reader_dups.get(&ev.event_id).copied().unwrap_or(0);
             pb.inc(1);
-            o
-        })
-        .collect();
+            let located = o
+                .result
+                .as_ref()
+                .ok()
+                .map(|(sum, _)| LocatedEvent::from_origin(&ev.event_id, &sum.origin, &c));
+            (o, located)
+        },
+    )?;
     pb.finish_and_clear();
+    if n_passes > 1 && !a.quiet {
+        for p in &run.passes {
+            eprintln!(
+                "terms pass {}: {} located, median RMS {:.3} s, median |correction| {:.3} s{}",
+                p.pass,
+                p.located,
+                p.median_rms_s,
+                p.median_abs_correction_s,
+                if p.radius_km.is_finite() {
+                    format!(", SSST radius {:.1} km", p.radius_km)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    if let (Some(path), Some(t)) = (&a.write_terms, &run.terms) {
+        t.write_path(path)?;
+    }
+    let outcomes: Vec<EventOutcome> = run.outcomes;
 
     let mut w =
         csv::Writer::from_path(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -69,6 +69,37 @@ pub fn locate_picks(
     seed: u64,
     origin_id: String,
 ) -> EventOutcome {
+    locate_picks_corrected(
+        model,
+        station_position,
+        frame,
+        picks,
+        bbox,
+        config,
+        max_span_s,
+        seed,
+        origin_id,
+        &|_, _, _| 0.0,
+    )
+}
+
+/// [`locate_picks`] with a station correction: `correction_s(network, station, phase)`
+/// (s, positive = the phase arrives later than the model predicts) is subtracted from each
+/// observed time before the likelihood, so arrival residuals are relative to the corrected
+/// prediction (model traveltime plus correction), as Hypoinverse reports them with delays.
+#[allow(clippy::too_many_arguments)]
+pub fn locate_picks_corrected(
+    model: &dyn TraveltimeModel,
+    station_position: &dyn Fn(&str, &str) -> Option<LocalPoint>,
+    frame: &LocalFrame,
+    picks: &[Pick],
+    bbox: &SearchBox,
+    config: &LocateConfig,
+    max_span_s: f64,
+    seed: u64,
+    origin_id: String,
+    correction_s: &dyn Fn(&str, &str, Phase) -> f64,
+) -> EventOutcome {
     let mut problems = InputProblems::default();
     let mut kept: Vec<(&Pick, LocalPoint)> = Vec::new();
     let mut seen: HashMap<(&str, &str, Phase), usize> = HashMap::new();
@@ -140,7 +171,8 @@ pub fn locate_picks(
                 phase: p.phase,
                 position: *pos,
             },
-            t_obs_s: seconds_between(&reference_time, &p.time),
+            t_obs_s: seconds_between(&reference_time, &p.time)
+                - correction_s(&p.station.network, &p.station.station, p.phase),
             pick_sigma_s: p.uncertainty_s,
         })
         .collect();

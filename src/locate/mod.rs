@@ -16,6 +16,7 @@ pub mod estimate;
 pub mod event;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod likelihood;
+pub mod station_terms;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod summary;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
