@@ -16,6 +16,7 @@ use crate::locate::event::locate_picks;
 use crate::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
 use crate::traveltime::{LayeredExact, Receiver, TraveltimeModel};
 
+use super::clock::unix_s;
 use super::pipeline::{Association, EventChange, LocateRequest, Located, Locator};
 use super::Engine;
 
@@ -28,12 +29,18 @@ const ID_HORIZON_S: f64 = 3600.0;
 /// `eikoloc locate` does), the associator over the configured box, and the SVGD locator.
 pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(station.velocity.clone()));
+    build_with(station, exact, associator_config(station))
+}
+
+/// The associator's settings for a region: its defaults, searching the configured box from
+/// sea level (or the box top, if deeper) down to the box bottom (at most the default depth).
+pub fn associator_config(station: &ResolvedStationConfig) -> AssociatorConfig {
     let b = station.model_box;
     let top = b
         .z_min_km
         .max(-station.inventory.max_elevation_m() / 1000.0);
     let assoc_top = top.max(0.0);
-    let acfg = AssociatorConfig {
+    AssociatorConfig {
         box_km: Some([b.x_min_km, b.x_max_km, b.y_min_km, b.y_max_km]),
         depth_min_km: assoc_top,
         depth_max_km: b
@@ -41,7 +48,23 @@ pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
             .min(AssociatorConfig::default().depth_max_km)
             .max(assoc_top),
         ..AssociatorConfig::default()
-    };
+    }
+}
+
+/// [`build`] with another traveltime engine for the locator (a trained network, an analytic
+/// medium), tabulated the same way, and other associator settings (e.g. wider tolerances for
+/// picks made in a 3-D medium); the associator keeps the exact 1-D traveltimes of the
+/// configured velocity model.
+pub fn build_with(
+    station: &ResolvedStationConfig,
+    locate_model: Arc<dyn TraveltimeModel>,
+    acfg: AssociatorConfig,
+) -> Result<Engine, String> {
+    let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(station.velocity.clone()));
+    let b = station.model_box;
+    let top = b
+        .z_min_km
+        .max(-station.inventory.max_elevation_m() / 1000.0);
     let assoc = Associator::new(&station.station_positions, exact.as_ref(), acfg)
         .map_err(|e| e.to_string())?;
     let search = SearchBox {
@@ -81,7 +104,7 @@ pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
         dz_km: 0.25,
     };
     let table: Arc<dyn TraveltimeModel> = Arc::new(
-        RadialTableModel::build(exact, grid, &receivers)
+        RadialTableModel::build(locate_model, grid, &receivers)
             .map_err(|e| format!("traveltime table: {e}"))?,
     );
     let config = LocateConfig {
@@ -147,10 +170,6 @@ impl StreamAssociation {
     }
 }
 
-fn unix_s(t: &DateTime<Utc>) -> f64 {
-    t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) * 1e-9
-}
-
 impl Association for StreamAssociation {
     fn push(&mut self, pick: &Pick) -> Vec<EventChange> {
         let Some(station) = self
@@ -175,6 +194,11 @@ impl Association for StreamAssociation {
 
     fn advance_to(&mut self, t: DateTime<Utc>) -> Vec<EventChange> {
         let outs = self.assoc.advance_to(unix_s(&t));
+        self.translate(outs)
+    }
+
+    fn finish(&mut self) -> Vec<EventChange> {
+        let outs = self.assoc.flush();
         self.translate(outs)
     }
 }
