@@ -32,16 +32,44 @@ pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
     build_with(station, exact, associator_config(station))
 }
 
-/// The associator's settings for a region: its defaults, searching the configured box from
+/// The associator's settings for a region: its defaults, searching the configured box, but
+/// no farther than the associator's `box_margin_km` outside the stations' bounding box, from
 /// sea level (or the box top, if deeper) down to the box bottom (at most the default depth).
+///
+/// Why the margin: candidate sources far outside the network fit chance alignments of picks
+/// and split real events (Ridgecrest synthetic, 1000 events: 1698 associated over the
+/// configured +-75 km box, 1176 over the network's box plus 20 km).
 pub fn associator_config(station: &ResolvedStationConfig) -> AssociatorConfig {
     let b = station.model_box;
     let top = b
         .z_min_km
         .max(-station.inventory.max_elevation_m() / 1000.0);
     let assoc_top = top.max(0.0);
+    let d = AssociatorConfig::default();
+    let ext = |f: fn(&crate::domain::LocalPoint) -> f64, m: fn(f64, f64) -> f64, init: f64| {
+        station.station_positions.iter().map(f).fold(init, m)
+    };
+    let (x0, x1) = (
+        ext(|p| p.x_km, f64::min, f64::INFINITY) - d.box_margin_km,
+        ext(|p| p.x_km, f64::max, f64::NEG_INFINITY) + d.box_margin_km,
+    );
+    let (y0, y1) = (
+        ext(|p| p.y_km, f64::min, f64::INFINITY) - d.box_margin_km,
+        ext(|p| p.y_km, f64::max, f64::NEG_INFINITY) + d.box_margin_km,
+    );
+    // no stations, or a box beside the network: keep the configured box
+    let (x0, x1) = if x0.max(b.x_min_km) < x1.min(b.x_max_km) {
+        (x0.max(b.x_min_km), x1.min(b.x_max_km))
+    } else {
+        (b.x_min_km, b.x_max_km)
+    };
+    let (y0, y1) = if y0.max(b.y_min_km) < y1.min(b.y_max_km) {
+        (y0.max(b.y_min_km), y1.min(b.y_max_km))
+    } else {
+        (b.y_min_km, b.y_max_km)
+    };
     AssociatorConfig {
-        box_km: Some([b.x_min_km, b.x_max_km, b.y_min_km, b.y_max_km]),
+        box_km: Some([x0, x1, y0, y1]),
         depth_min_km: assoc_top,
         depth_max_km: b
             .z_max_km
