@@ -631,3 +631,126 @@ fn publish_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use rand::Rng;
+
+    use super::*;
+    use crate::daemon::clock::VirtualClock;
+    use crate::domain::{parse_utc, Phase, StationCode};
+    use crate::publish::PublishError;
+    use crate::replay::ArchiveGrouping;
+
+    /// Finishes runs in a random order on purpose; the origin's depth records the pick count.
+    struct Jittery;
+
+    impl Locator for Jittery {
+        fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
+            let us = rand::thread_rng().gen_range(0..2000);
+            std::thread::sleep(Duration::from_micros(us));
+            Ok(Located {
+                origin: Origin {
+                    id: String::new(),
+                    time: r.picks[0].time,
+                    time_sigma_s: 0.1,
+                    lat_deg: 34.0,
+                    lon_deg: -117.0,
+                    depth_km: r.picks.len() as f64,
+                    uncertainty: Default::default(),
+                    rms_s: 0.1,
+                    gap_deg: 90.0,
+                    min_distance_km: 1.0,
+                    arrivals: Vec::new(),
+                    version: 0,
+                    is_final: false,
+                },
+                particles: None,
+            })
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<(String, u32, usize, bool)>>>;
+
+    struct Recorder(Log);
+
+    impl Publisher for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn publish(&mut self, event: &Event, o: &Origin) -> Result<(), PublishError> {
+            let mut log = self.0.lock().unwrap();
+            log.push((event.id.clone(), o.version, o.depth_km as usize, o.is_final));
+            Ok(())
+        }
+    }
+
+    fn replay_once(picks: &[(String, Pick)]) -> Vec<(String, u32, usize, bool)> {
+        let log: Log = Arc::default();
+        let (tx, rx) = channel::bounded(16);
+        let grouping = ArchiveGrouping::new(
+            picks.iter().map(|(e, p)| (e.as_str(), p.id.as_str())),
+            3,
+        );
+        let config = PipelineConfig {
+            locate_threads: 4,
+            relocate_slope_s: 0.25,
+            ..PipelineConfig::default()
+        };
+        let handle = Pipeline {
+            config,
+            store: Store::open_in_memory().unwrap(),
+            metrics: Metrics::new(&[]),
+            association: Box::new(grouping),
+            locator: Arc::new(Jittery),
+            publishers: vec![Box::new(Recorder(log.clone()))],
+            clock: Box::new(VirtualClock::new()),
+            close_at_end: true,
+        }
+        .start(rx, Vec::new())
+        .unwrap();
+        for (_, p) in picks {
+            tx.send(IngestedPick {
+                pick: p.clone(),
+                received: Instant::now(),
+            })
+            .unwrap();
+        }
+        drop(tx);
+        handle.join();
+        let log = log.lock().unwrap().clone();
+        log
+    }
+
+    #[test]
+    fn a_virtual_clock_applies_results_in_start_order_whatever_order_runs_finish() {
+        // 24 overlapping events of 10 picks, 0.7 s apart, a new event every 3 s: several
+        // events and several versions of each are in flight at once on 4 threads.
+        let t0 = parse_utc("2020-01-01T00:00:00Z").unwrap();
+        let mut picks = Vec::new();
+        for e in 0..24 {
+            for j in 0..10 {
+                let t = crate::domain::time::add_seconds(&t0, 3.0 * e as f64 + 0.7 * j as f64);
+                let p = Pick::new(StationCode::new("EK", &format!("S{j}")), Phase::P, t, 0.1);
+                picks.push((format!("ev{e:02}"), p));
+            }
+        }
+        picks.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        let first = replay_once(&picks);
+        for _ in 0..2 {
+            assert_eq!(replay_once(&picks), first, "same input, same publication sequence");
+        }
+        for e in 0..24 {
+            let id = format!("ev{e:02}");
+            let mine: Vec<_> = first.iter().filter(|r| r.0 == id).collect();
+            let versions: Vec<u32> = mine.iter().map(|r| r.1).collect();
+            assert_eq!(versions, (1..=mine.len() as u32).collect::<Vec<_>>(), "{id}");
+            assert!(mine.len() >= 2, "{id}: first origin and relocations: {mine:?}");
+            let last = mine.last().unwrap();
+            assert!(last.3 && last.2 == 10, "{id}: the final origin has every pick");
+            assert!(mine[0].2 == 3 && !mine[0].3, "{id}: the first at 3 picks");
+        }
+    }
+}
