@@ -133,7 +133,11 @@ pub fn read_archive(
             read_event_picks(&text, options, default_network).map_err(|e| e.in_file(path))?;
         (format, report, None)
     };
-    let n_events = report.records.iter().filter(|e| !e.picks.is_empty()).count();
+    let n_events = report
+        .records
+        .iter()
+        .filter(|e| !e.picks.is_empty())
+        .count();
     let mut picks = Vec::new();
     for (i, ev) in report.records.into_iter().enumerate() {
         for (j, pick) in ev.picks.into_iter().enumerate() {
@@ -437,7 +441,11 @@ pub fn replay(
         Box::new(files),
         Box::new(ProgressPublisher(progress.clone())),
     ];
-    let codes: Vec<_> = inventory.stations().iter().map(|s| s.code.clone()).collect();
+    let codes: Vec<_> = inventory
+        .stations()
+        .iter()
+        .map(|s| s.code.clone())
+        .collect();
     let (tx, rx) = crossbeam::channel::bounded::<IngestedPick>(config.pipeline.pick_queue);
     let pipeline = Pipeline {
         config: config.pipeline.clone(),
@@ -567,15 +575,16 @@ fn write_catalogs(
 fn write_rejected(path: &Path, rejected: &[Rejected]) -> Result<(), ReplayError> {
     let mut w = ::csv::Writer::from_path(path)
         .map_err(|e| ReplayError::Internal(format!("{}: {e}", path.display())))?;
-    let rows = std::iter::once(["line", "event_id", "field", "message"].map(String::from))
-        .chain(rejected.iter().map(|r| {
+    let rows = std::iter::once(["line", "event_id", "field", "message"].map(String::from)).chain(
+        rejected.iter().map(|r| {
             [
                 r.line.map(|l| l.to_string()).unwrap_or_default(),
                 r.event_id.clone().unwrap_or_default(),
                 r.field.clone(),
                 r.message.clone(),
             ]
-        }));
+        }),
+    );
     for row in rows {
         w.write_record(&row)
             .map_err(|e| ReplayError::Internal(format!("{}: {e}", path.display())))?;

@@ -141,12 +141,7 @@ fn assert_near_truth(catalog: &Path, truth: &Path, tol_km: f64) {
             .collect();
         assert_eq!(near.len(), 1, "event {} found once", tr["event_id"]);
         let r = near[0];
-        let dh = km(
-            num(tr, "lat"),
-            num(tr, "lon"),
-            num(r, "lat"),
-            num(r, "lon"),
-        );
+        let dh = km(num(tr, "lat"), num(tr, "lon"), num(r, "lat"), num(r, "lon"));
         let dz = (num(tr, "depth_km") - num(r, "depth_km")).abs();
         println!(
             "truth {}: catalog {} at {dh:.3} km horizontally, {dz:.3} km in depth, {} picks",

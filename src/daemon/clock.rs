@@ -96,7 +96,11 @@ mod tests {
         c.pick_seen(&t("2020-01-01T00:00:10.5Z"));
         assert_eq!(c.now_s(), 1_577_836_810.5);
         c.pick_seen(&t("2020-01-01T00:00:09Z"));
-        assert_eq!(c.now_s(), 1_577_836_810.5, "a late pick does not move time back");
+        assert_eq!(
+            c.now_s(),
+            1_577_836_810.5,
+            "a late pick does not move time back"
+        );
         assert!(c.is_virtual() && !WallClock::new().is_virtual());
     }
 }

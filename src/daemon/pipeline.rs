@@ -447,9 +447,8 @@ impl Core {
                 }
                 let wait_s = self.config.relocate_slope_s * ev.picks.len() as f64
                     + self.config.relocate_intercept_s;
-                let ready = self.draining
-                    || ev.closed
-                    || ev.last_run_s.is_none_or(|t| now_s - t >= wait_s);
+                let ready =
+                    self.draining || ev.closed || ev.last_run_s.is_none_or(|t| now_s - t >= wait_s);
                 if ready {
                     due.push(id.clone());
                 }
@@ -690,10 +689,8 @@ mod tests {
     fn replay_once(picks: &[(String, Pick)]) -> Vec<(String, u32, usize, bool)> {
         let log: Log = Arc::default();
         let (tx, rx) = channel::bounded(16);
-        let grouping = ArchiveGrouping::new(
-            picks.iter().map(|(e, p)| (e.as_str(), p.id.as_str())),
-            3,
-        );
+        let grouping =
+            ArchiveGrouping::new(picks.iter().map(|(e, p)| (e.as_str(), p.id.as_str())), 3);
         let config = PipelineConfig {
             locate_threads: 4,
             relocate_slope_s: 0.25,
@@ -740,16 +737,30 @@ mod tests {
         picks.sort_by(|a, b| a.1.time.cmp(&b.1.time));
         let first = replay_once(&picks);
         for _ in 0..2 {
-            assert_eq!(replay_once(&picks), first, "same input, same publication sequence");
+            assert_eq!(
+                replay_once(&picks),
+                first,
+                "same input, same publication sequence"
+            );
         }
         for e in 0..24 {
             let id = format!("ev{e:02}");
             let mine: Vec<_> = first.iter().filter(|r| r.0 == id).collect();
             let versions: Vec<u32> = mine.iter().map(|r| r.1).collect();
-            assert_eq!(versions, (1..=mine.len() as u32).collect::<Vec<_>>(), "{id}");
-            assert!(mine.len() >= 2, "{id}: first origin and relocations: {mine:?}");
+            assert_eq!(
+                versions,
+                (1..=mine.len() as u32).collect::<Vec<_>>(),
+                "{id}"
+            );
+            assert!(
+                mine.len() >= 2,
+                "{id}: first origin and relocations: {mine:?}"
+            );
             let last = mine.last().unwrap();
-            assert!(last.3 && last.2 == 10, "{id}: the final origin has every pick");
+            assert!(
+                last.3 && last.2 == 10,
+                "{id}: the final origin has every pick"
+            );
             assert!(mine[0].2 == 3 && !mine[0].3, "{id}: the first at 3 picks");
         }
     }
