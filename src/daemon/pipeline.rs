@@ -734,7 +734,7 @@ mod tests {
                 picks.push((format!("ev{e:02}"), p));
             }
         }
-        picks.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        picks.sort_by_key(|a| a.1.time);
         let first = replay_once(&picks);
         for _ in 0..2 {
             assert_eq!(
