@@ -28,6 +28,8 @@
 //! - [`store`]: the SQLite event store (picks, events, every origin version, arrivals).
 //! - [`publish`]: publishers (push model): per-event QuakeML files, the TCP origin stream.
 //! - [`metrics`]: the Prometheus metrics of the service.
+//! - [`replay`]: `eikoloc replay`: a pick archive through the service's own pipeline under a
+//!   virtual clock (deterministic), into a store, per-event QuakeML and a catalog.
 //! - [`daemon`]: `eikoloc serve`: `run(config, listeners, engine, metrics, shutdown)` wires
 //!   ingest, association, location, store, publishers and the HTTP API.
 //!
@@ -52,6 +54,7 @@ pub mod picker;
 #[cfg(feature = "train")]
 pub mod pinn;
 pub mod publish;
+pub mod replay;
 pub mod store;
 pub mod synth;
 pub mod traveltime;

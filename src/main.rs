@@ -33,6 +33,8 @@ enum Command {
     Model(cmd::model::Args),
     /// Locate the events of a picks CSV (SVGD posterior), one catalog row per event.
     Locate(cmd::locate::Args),
+    /// Replay a pick archive through the service's pipeline under a virtual clock.
+    Replay(cmd::replay::Args),
     /// Synthetic events and picks with known truth.
     Synth(cmd::synth::Args),
     /// Train the eikonal traveltime network for a region (needs `--features train`).
@@ -50,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::SynthWaveforms(a) => cmd::seedlink_synth::run(a),
         Command::Model(a) => cmd::model::run(a),
         Command::Locate(a) => cmd::locate::run(a),
+        Command::Replay(a) => cmd::replay::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Train(a) => cmd::train::run(a),
     };

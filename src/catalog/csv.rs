@@ -249,6 +249,16 @@ pub fn read_picks<R: Read>(
     input: R,
     options: &PicksCsvOptions,
 ) -> Result<ReadReport<EventPicks>, CatalogError> {
+    read_picks_with_lines(input, options).map(|(report, _)| report)
+}
+
+/// [`read_picks`], also giving the 1-based input line of every pick kept: `lines[i][j]` is
+/// the line of `report.records[i].picks[j]` (so a later check, e.g. against an inventory,
+/// can name the line too).
+pub fn read_picks_with_lines<R: Read>(
+    input: R,
+    options: &PicksCsvOptions,
+) -> Result<(ReadReport<EventPicks>, Vec<Vec<u64>>), CatalogError> {
     let d = options.default_uncertainty_s;
     if !(d.is_finite() && d > 0.0) {
         return Err(CatalogError::InvalidOption(format!(
@@ -256,6 +266,7 @@ pub fn read_picks<R: Read>(
         )));
     }
     let mut events: Vec<EventPicks> = Vec::new();
+    let mut lines: Vec<Vec<u64>> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
     let mut seen: HashMap<(String, String, String, Phase), u64> = HashMap::new();
     let problems = for_each_row(
@@ -302,16 +313,21 @@ pub fn read_picks<R: Read>(
                     event_id: event_id.to_string(),
                     picks: Vec::new(),
                 });
+                lines.push(Vec::new());
                 events.len() - 1
             });
             events[i].picks.push(pick);
+            lines[i].push(row.line);
             Ok(())
         },
     )?;
-    Ok(ReadReport {
-        records: events,
-        problems,
-    })
+    Ok((
+        ReadReport {
+            records: events,
+            problems,
+        },
+        lines,
+    ))
 }
 
 /// [`read_picks`] on a file; structural errors name the file.

@@ -3,6 +3,7 @@
 pub mod compare;
 pub mod locate;
 pub mod model;
+pub mod replay;
 pub mod seedlink_log;
 pub mod seedlink_pick;
 pub mod seedlink_serve;

@@ -163,8 +163,9 @@ pub struct PipelineConfig {
     /// Threads of the locate pool.
     pub locate_threads: usize,
     /// Relocation throttle (scautoloc's publication interval): an event is relocated no sooner
-    /// than `relocate_slope_s * N + relocate_intercept_s` seconds after its previous origin,
-    /// N its number of picks. The first origin and the final one are never delayed.
+    /// than `relocate_slope_s * N + relocate_intercept_s` seconds after its previous locate
+    /// run, N its number of picks (seconds of the pipeline's clock: wall time when serving,
+    /// archive time when replaying). The first origin and the final one are never delayed.
     pub relocate_slope_s: f64,
     /// See `relocate_slope_s`, s.
     pub relocate_intercept_s: f64,

@@ -15,6 +15,7 @@
 //! publish is bounded too; the locate pool has a fixed number of threads and at most one run
 //! per event in flight.
 
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod engine;
@@ -34,6 +35,7 @@ use crate::ingest::IngestedPick;
 use crate::metrics::Metrics;
 use crate::publish::{EventFiles, OriginStream, PublishError, Publisher, RenderFn};
 use crate::store::{Store, StoreError};
+pub use clock::{Clock, VirtualClock, WallClock};
 pub use config::{PipelineConfig, ResolvedServeConfig, ServeConfig, ServeConfigError};
 pub use pipeline::{Association, EventChange, LocateRequest, Located, Locator};
 
@@ -185,6 +187,8 @@ pub async fn run(
         association: engine.association,
         locator: engine.locator,
         publishers,
+        clock: Box::new(WallClock::new()),
+        close_at_end: false,
     }
     .start(cb_rx, replay)
     .map_err(|e| DaemonError::Internal(e.to_string()))?;

@@ -18,8 +18,18 @@
 //! At shutdown open events are not forced closed: pending runs are done, the results stored
 //! and published, and the events stay open in the store; at the next start their picks are
 //! replayed through the association, which re-opens them under the same deterministic ids.
+//! An archive replay ([`crate::replay`]) asks instead for every event to be closed and
+//! located a final time when its input ends ([`Pipeline::close_at_end`]).
+//!
+//! Time comes from a [`Clock`]: the wall clock for the service, the picks' own times for a
+//! replay. On a virtual clock a locate run takes no time: the throttle counts from the run's
+//! start, the next run of the event may be scheduled at once, and the pipeline thread never
+//! waits for the locator except to bound the runs in flight. The pool still computes runs in
+//! parallel, but their results are applied (versioned, stored, published) strictly in the
+//! order the runs were started, so the same archive gives the same origins, in the same
+//! order, on any machine.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -31,6 +41,7 @@ use crate::metrics::{Metrics, Queue, RejectReason};
 use crate::publish::Publisher;
 use crate::store::{Particles, Store};
 
+use super::clock::Clock;
 use super::config::PipelineConfig;
 
 /// What association reports about events (the service's view of the associator's outputs).
@@ -50,6 +61,11 @@ pub trait Association: Send {
     fn push(&mut self, pick: &Pick) -> Vec<EventChange>;
     /// The stream clock moves to `t` without a pick (quiet network); what closed.
     fn advance_to(&mut self, t: DateTime<Utc>) -> Vec<EventChange>;
+    /// End of the stream (an archive replay ends): decide what is pending and close every
+    /// open event. The default closes nothing, for associations that only close by time.
+    fn finish(&mut self) -> Vec<EventChange> {
+        Vec::new()
+    }
 }
 
 /// One locate run to do.
@@ -94,12 +110,15 @@ struct Tracked {
     dirty: bool,
     closed: bool,
     final_sent: bool,
-    last_origin_at: Option<Instant>,
+    /// Clock time (s) the previous run finished: the relocation throttle counts from it.
+    last_run_s: Option<f64>,
+    /// Wall instant of the latest change (for the pick-to-origin latency metric only).
     trigger: Instant,
-    next_version: u32,
 }
 
 struct Done {
+    /// Start order of the run (results are applied in this order on a virtual clock).
+    seq: u64,
     event_id: String,
     is_final: bool,
     trigger: Instant,
@@ -107,7 +126,12 @@ struct Done {
     result: Result<Located, String>,
 }
 
-/// The pipeline's moving parts, built by [`super::run`].
+/// Runs in flight per pool thread before a virtual-clock pipeline stops taking picks: enough
+/// to keep the pool busy, few enough to bound the results held for in-order application.
+const VIRTUAL_RUNS_PER_THREAD: usize = 4;
+
+/// The pipeline's moving parts, built by [`super::run`] (the service) and
+/// [`crate::replay`] (an archive).
 pub struct Pipeline {
     pub(crate) config: PipelineConfig,
     pub(crate) store: Store,
@@ -115,6 +139,11 @@ pub struct Pipeline {
     pub(crate) association: Box<dyn Association>,
     pub(crate) locator: std::sync::Arc<dyn Locator>,
     pub(crate) publishers: Vec<Box<dyn Publisher>>,
+    /// Where "now" comes from.
+    pub(crate) clock: Box<dyn Clock>,
+    /// When the input ends: true closes every event ([`Association::finish`]) and locates
+    /// it a final time (an archive); false leaves open events open for a restart (the service).
+    pub(crate) close_at_end: bool,
 }
 
 /// Handle of the running pipeline threads.
@@ -146,6 +175,8 @@ impl Pipeline {
             association,
             locator,
             publishers,
+            clock,
+            close_at_end,
         } = self;
         let (pub_tx, pub_rx) = channel::bounded::<PublishJob>(1024);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -170,10 +201,16 @@ impl Pipeline {
                     association,
                     locator,
                     pool,
+                    clock,
+                    close_at_end,
                     events: HashMap::new(),
+                    versions: HashMap::new(),
                     done: channel::unbounded(),
                     publish: pub_tx,
                     in_flight: 0,
+                    next_seq: 0,
+                    next_apply: 0,
+                    held: BTreeMap::new(),
                     draining: false,
                     recent: HashMap::new(),
                     recent_order: VecDeque::new(),
@@ -193,10 +230,21 @@ struct Core {
     association: Box<dyn Association>,
     locator: std::sync::Arc<dyn Locator>,
     pool: rayon::ThreadPool,
+    clock: Box<dyn Clock>,
+    close_at_end: bool,
     events: HashMap<String, Tracked>,
+    /// Next origin version per event; kept apart from [`Tracked`] because on a virtual clock
+    /// an event's schedule may end (final run started) before its results are applied.
+    versions: HashMap<String, u32>,
     done: (Sender<Done>, Receiver<Done>),
     publish: Sender<PublishJob>,
     in_flight: usize,
+    /// Start-order number of the next run.
+    next_seq: u64,
+    /// Start-order number of the next result to apply (virtual clock).
+    next_apply: u64,
+    /// Results that finished before an earlier-started run (virtual clock), by start order.
+    held: BTreeMap<u64, Done>,
     draining: bool,
     /// Picks of the last [`RECENT_HORIZON_S`] (stream time) by id, so event changes (which
     /// name picks by id) need no store query.
@@ -219,6 +267,7 @@ impl Core {
         let now = Instant::now();
         for p in replay {
             self.remember(&p);
+            self.clock.pick_seen(&p.time);
             let changes = self.association.push(&p);
             self.apply(changes, now);
         }
@@ -226,8 +275,18 @@ impl Core {
         let mut last_pick_time: Option<DateTime<Utc>> = None;
         let tick = Duration::from_millis(100);
         let done_rx = self.done.1.clone();
+        let virtual_clock = self.clock.is_virtual();
+        let max_in_flight = VIRTUAL_RUNS_PER_THREAD * self.config.locate_threads.max(1);
         let mut input_open = true;
         while input_open {
+            if virtual_clock && self.in_flight >= max_in_flight {
+                // Nothing on a virtual clock waits for a result, so bound the runs ahead of
+                // the pool here: the pick channel fills and the archive reader waits.
+                if let Ok(d) = done_rx.recv() {
+                    self.on_done(d);
+                }
+                continue;
+            }
             channel::select! {
                 recv(picks) -> m => match m {
                     Ok(ip) => {
@@ -243,9 +302,10 @@ impl Core {
                 default(tick) => {}
             }
             // A quiet network must not hold events open forever: move the stream clock with
-            // the wall clock once no pick came for `idle_advance_s`.
+            // the wall clock once no pick came for `idle_advance_s`. A virtual clock has no
+            // idle time: only picks move it, and the end of the archive closes what is open.
             let idle = last_pick_wall.elapsed().as_secs_f64();
-            if let Some(t) = last_pick_time {
+            if let (false, Some(t)) = (virtual_clock, last_pick_time) {
                 if idle >= self.config.idle_advance_s {
                     let to = crate::domain::time::add_seconds(&t, idle);
                     let changes = self.association.advance_to(to);
@@ -254,9 +314,14 @@ impl Core {
             }
             self.schedule_due();
         }
+        if self.close_at_end {
+            let changes = self.association.finish();
+            self.apply(changes, Instant::now());
+        }
         // Input closed (shutdown): locate what changed since the last origin without waiting
-        // for the throttle, finish every run, then stop. Open events stay open in the store:
-        // after a restart the replay re-opens them under the same ids and they go on.
+        // for the throttle, finish every run, then stop. Unless `close_at_end`, open events
+        // stay open in the store: after a restart the replay re-opens them under the same ids
+        // and they go on.
         self.draining = true;
         self.schedule_due();
         while self.in_flight > 0 || self.events.values().any(|e| e.dirty || e.locating) {
@@ -285,6 +350,7 @@ impl Core {
             Err(e) => tracing::error!("storing pick {}: {e}", ip.pick.id),
         }
         self.remember(&ip.pick);
+        self.clock.pick_seen(&ip.pick.time);
         let changes = self.association.push(&ip.pick);
         self.apply(changes, ip.received);
     }
@@ -311,7 +377,10 @@ impl Core {
                         tracing::error!("storing event {id}: {e}");
                     }
                     if !self.events.contains_key(&id) {
-                        let next_version = self.store.latest_version(&id).unwrap_or(0) + 1;
+                        if !self.versions.contains_key(&id) {
+                            let next = self.store.latest_version(&id).unwrap_or(0) + 1;
+                            self.versions.insert(id.clone(), next);
+                        }
                         self.metrics.event_opened();
                         tracing::info!(event = %id, "event opened");
                         self.events.insert(
@@ -322,9 +391,8 @@ impl Core {
                                 dirty: false,
                                 closed: false,
                                 final_sent: false,
-                                last_origin_at: None,
+                                last_run_s: None,
                                 trigger,
-                                next_version,
                             },
                         );
                     }
@@ -367,25 +435,36 @@ impl Core {
     }
 
     fn schedule_due(&mut self) {
-        let now = Instant::now();
-        let mut due = Vec::new();
-        for (id, ev) in &self.events {
-            if ev.locating || !ev.dirty {
-                continue;
+        // On a virtual clock a run finishes as it starts, which may make the event due again
+        // (a closed event's final run): repeat until nothing is due. Each event has at most
+        // one run after the one that follows its closing, so this ends.
+        loop {
+            let now_s = self.clock.now_s();
+            let mut due = Vec::new();
+            for (id, ev) in &self.events {
+                if ev.locating || !ev.dirty {
+                    continue;
+                }
+                let wait_s = self.config.relocate_slope_s * ev.picks.len() as f64
+                    + self.config.relocate_intercept_s;
+                let ready =
+                    self.draining || ev.closed || ev.last_run_s.is_none_or(|t| now_s - t >= wait_s);
+                if ready {
+                    due.push(id.clone());
+                }
             }
-            let wait_s = self.config.relocate_slope_s * ev.picks.len() as f64
-                + self.config.relocate_intercept_s;
-            let ready = self.draining
-                || ev.closed
-                || ev
-                    .last_origin_at
-                    .is_none_or(|t| now.duration_since(t).as_secs_f64() >= wait_s);
-            if ready {
-                due.push(id.clone());
+            if due.is_empty() {
+                break;
             }
-        }
-        for id in due {
-            self.dispatch(&id);
+            // Start order decides the order results are applied on a virtual clock; make it
+            // independent of the hash map's iteration order.
+            due.sort();
+            for id in due {
+                self.dispatch(&id);
+            }
+            if !self.clock.is_virtual() {
+                break;
+            }
         }
         self.metrics.set_queue_depth(Queue::Locate, self.in_flight);
     }
@@ -408,6 +487,8 @@ impl Core {
         let trigger = ev.trigger;
         let locator = self.locator.clone();
         let tx = self.done.0.clone();
+        let seq = self.next_seq;
+        self.next_seq += 1;
         self.in_flight += 1;
         self.pool.spawn(move || {
             let start = Instant::now();
@@ -415,6 +496,7 @@ impl Core {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| locator.locate(&request)))
                     .unwrap_or_else(|_| Err("the locator panicked".into()));
             let _ = tx.send(Done {
+                seq,
                 event_id: request.event_id,
                 is_final,
                 trigger,
@@ -422,23 +504,55 @@ impl Core {
                 result,
             });
         });
+        if self.clock.is_virtual() {
+            // The run takes no time on this clock; its result is applied later, in order.
+            self.run_finished(id, is_final);
+        }
+    }
+
+    /// The event's schedule after a run: the throttle restarts, a final run ends it, and a
+    /// run that started before the window closed is followed by the final one.
+    fn run_finished(&mut self, id: &str, is_final: bool) {
+        let now_s = self.clock.now_s();
+        if is_final {
+            self.events.remove(id);
+        } else if let Some(ev) = self.events.get_mut(id) {
+            ev.locating = false;
+            ev.last_run_s = Some(now_s);
+            if ev.closed {
+                ev.dirty = true;
+            }
+        }
     }
 
     fn on_done(&mut self, d: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.metrics.locate_finished(d.duration_s, d.result.is_ok());
-        let Some(ev) = self.events.get_mut(&d.event_id) else {
-            return;
-        };
-        ev.locating = false;
+        if self.clock.is_virtual() {
+            self.held.insert(d.seq, d);
+            while let Some(d) = self.held.remove(&self.next_apply) {
+                self.next_apply += 1;
+                self.apply_result(d);
+            }
+        } else {
+            self.run_finished(&d.event_id, d.is_final);
+            self.apply_result(d);
+        }
+        self.schedule_due();
+    }
+
+    /// Numbers, stores and publishes a run's origin.
+    fn apply_result(&mut self, d: Done) {
         match d.result {
             Ok(located) => {
+                let Some(version) = self.versions.get_mut(&d.event_id) else {
+                    return;
+                };
                 let mut origin = located.origin;
-                origin.version = ev.next_version;
+                origin.version = *version;
                 origin.is_final = d.is_final;
                 origin.id = format!("{}/v{}", d.event_id, origin.version);
-                ev.next_version += 1;
-                ev.last_origin_at = Some(Instant::now());
+                *version += 1;
                 let particles = located.particles.map(|rows| Particles {
                     origin_id: origin.id.clone(),
                     rows,
@@ -457,12 +571,9 @@ impl Core {
                 tracing::warn!(event = %d.event_id, final_run = d.is_final, "locate failed: {e}")
             }
         }
-        if d.is_final {
-            self.events.remove(&d.event_id);
-        } else if ev.closed {
-            ev.dirty = true;
+        if d.is_final && !self.events.contains_key(&d.event_id) {
+            self.versions.remove(&d.event_id);
         }
-        self.schedule_due();
     }
 }
 
@@ -516,6 +627,141 @@ fn publish_loop(
     for p in publishers.iter_mut() {
         if let Err(e) = p.flush() {
             tracing::error!(publisher = p.name(), "flush failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use rand::Rng;
+
+    use super::*;
+    use crate::daemon::clock::VirtualClock;
+    use crate::domain::{parse_utc, Phase, StationCode};
+    use crate::publish::PublishError;
+    use crate::replay::ArchiveGrouping;
+
+    /// Finishes runs in a random order on purpose; the origin's depth records the pick count.
+    struct Jittery;
+
+    impl Locator for Jittery {
+        fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
+            let us = rand::thread_rng().gen_range(0..2000);
+            std::thread::sleep(Duration::from_micros(us));
+            Ok(Located {
+                origin: Origin {
+                    id: String::new(),
+                    time: r.picks[0].time,
+                    time_sigma_s: 0.1,
+                    lat_deg: 34.0,
+                    lon_deg: -117.0,
+                    depth_km: r.picks.len() as f64,
+                    uncertainty: Default::default(),
+                    rms_s: 0.1,
+                    gap_deg: 90.0,
+                    min_distance_km: 1.0,
+                    arrivals: Vec::new(),
+                    version: 0,
+                    is_final: false,
+                },
+                particles: None,
+            })
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<(String, u32, usize, bool)>>>;
+
+    struct Recorder(Log);
+
+    impl Publisher for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn publish(&mut self, event: &Event, o: &Origin) -> Result<(), PublishError> {
+            let mut log = self.0.lock().unwrap();
+            log.push((event.id.clone(), o.version, o.depth_km as usize, o.is_final));
+            Ok(())
+        }
+    }
+
+    fn replay_once(picks: &[(String, Pick)]) -> Vec<(String, u32, usize, bool)> {
+        let log: Log = Arc::default();
+        let (tx, rx) = channel::bounded(16);
+        let grouping =
+            ArchiveGrouping::new(picks.iter().map(|(e, p)| (e.as_str(), p.id.as_str())), 3);
+        let config = PipelineConfig {
+            locate_threads: 4,
+            relocate_slope_s: 0.25,
+            ..PipelineConfig::default()
+        };
+        let handle = Pipeline {
+            config,
+            store: Store::open_in_memory().unwrap(),
+            metrics: Metrics::new(&[]),
+            association: Box::new(grouping),
+            locator: Arc::new(Jittery),
+            publishers: vec![Box::new(Recorder(log.clone()))],
+            clock: Box::new(VirtualClock::new()),
+            close_at_end: true,
+        }
+        .start(rx, Vec::new())
+        .unwrap();
+        for (_, p) in picks {
+            tx.send(IngestedPick {
+                pick: p.clone(),
+                received: Instant::now(),
+            })
+            .unwrap();
+        }
+        drop(tx);
+        handle.join();
+        let log = log.lock().unwrap().clone();
+        log
+    }
+
+    #[test]
+    fn a_virtual_clock_applies_results_in_start_order_whatever_order_runs_finish() {
+        // 24 overlapping events of 10 picks, 0.7 s apart, a new event every 3 s: several
+        // events and several versions of each are in flight at once on 4 threads.
+        let t0 = parse_utc("2020-01-01T00:00:00Z").unwrap();
+        let mut picks = Vec::new();
+        for e in 0..24 {
+            for j in 0..10 {
+                let t = crate::domain::time::add_seconds(&t0, 3.0 * e as f64 + 0.7 * j as f64);
+                let p = Pick::new(StationCode::new("EK", &format!("S{j}")), Phase::P, t, 0.1);
+                picks.push((format!("ev{e:02}"), p));
+            }
+        }
+        picks.sort_by_key(|a| a.1.time);
+        let first = replay_once(&picks);
+        for _ in 0..2 {
+            assert_eq!(
+                replay_once(&picks),
+                first,
+                "same input, same publication sequence"
+            );
+        }
+        for e in 0..24 {
+            let id = format!("ev{e:02}");
+            let mine: Vec<_> = first.iter().filter(|r| r.0 == id).collect();
+            let versions: Vec<u32> = mine.iter().map(|r| r.1).collect();
+            assert_eq!(
+                versions,
+                (1..=mine.len() as u32).collect::<Vec<_>>(),
+                "{id}"
+            );
+            assert!(
+                mine.len() >= 2,
+                "{id}: first origin and relocations: {mine:?}"
+            );
+            let last = mine.last().unwrap();
+            assert!(
+                last.3 && last.2 == 10,
+                "{id}: the final origin has every pick"
+            );
+            assert!(mine[0].2 == 3 && !mine[0].3, "{id}: the first at 3 picks");
         }
     }
 }

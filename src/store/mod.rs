@@ -475,6 +475,18 @@ impl Store {
         ))
     }
 
+    /// Ids of every stored event, sorted (an archive replay writes its catalog from them).
+    pub fn event_ids(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare("SELECT id FROM events ORDER BY id")
+            .map_err(sql("event ids"))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(sql("event ids"))?;
+        rows.map(|r| r.map_err(sql("event ids"))).collect()
+    }
+
     /// Ids of events not yet closed.
     pub fn open_event_ids(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.lock();
