@@ -39,7 +39,10 @@ fn main() {
         let gen_s = t_gen.elapsed().as_secs_f64();
         let picks = stream.assoc_picks();
         let t_build = Instant::now();
-        let acfg = AssociatorConfig::default();
+        let mut acfg = AssociatorConfig::default();
+        if let Ok(v) = std::env::var("ASSOC_VOTE_STATIONS") {
+            acfg.vote_stations = v.parse().expect("ASSOC_VOTE_STATIONS");
+        }
         let mut assoc =
             Associator::new(&stream.stations, &model, acfg.clone()).expect("associator");
         let build_s = t_build.elapsed().as_secs_f64();
@@ -95,5 +98,56 @@ fn main() {
             );
         }
         println!("  stats: {:?}", assoc.stats());
+        if std::env::var("ASSOC_BENCH_DIAG").is_ok() {
+            diagnose(&stream, &closed);
+        }
     }
+}
+
+/// Why associated events are false: the make-up of every event whose majority true event is
+/// claimed by a larger event (a split) or that has no majority (mostly false picks).
+fn diagnose(stream: &eikoloc::associate::SynthStream, closed: &[Vec<u64>]) {
+    use std::collections::HashMap;
+    let mut best: HashMap<usize, usize> = HashMap::new();
+    let mut maj: Vec<Option<(usize, usize)>> = Vec::new();
+    for (i, ev) in closed.iter().enumerate() {
+        let mut c: HashMap<usize, usize> = HashMap::new();
+        for &id in ev {
+            if let Some(e) = stream.picks[id as usize].event {
+                *c.entry(e).or_default() += 1;
+            }
+        }
+        let m = c.into_iter().max_by_key(|&(e, n)| (n, std::cmp::Reverse(e)));
+        let m = m.filter(|&(_, n)| 2 * n > ev.len());
+        if let Some((e, n)) = m {
+            let b = best.entry(e).or_insert(i);
+            if closed[*b].len() < n || (*b != i && maj[*b].map(|x| x.1).unwrap_or(0) < n) {
+                *b = i;
+            }
+        }
+        maj.push(m);
+    }
+    let (mut split, mut junk) = (0, 0);
+    for (i, ev) in closed.iter().enumerate() {
+        let n_false = ev.iter().filter(|&&id| stream.picks[id as usize].event.is_none()).count();
+        let n_sta = {
+            let mut s: Vec<usize> = ev.iter().map(|&id| stream.picks[id as usize].station).collect();
+            s.sort_unstable();
+            s.dedup();
+            s.len()
+        };
+        let n_p = ev.iter().filter(|&&id| stream.picks[id as usize].phase == eikoloc::domain::Phase::P).count();
+        match maj[i] {
+            Some((e, _)) if best[&e] == i => {}
+            Some((e, n)) => {
+                split += 1;
+                println!("    split: {} picks ({n} of event {e}, {n_false} false), {n_sta} stations, {n_p} P", ev.len());
+            }
+            None => {
+                junk += 1;
+                println!("    junk: {} picks ({n_false} false), {n_sta} stations, {n_p} P", ev.len());
+            }
+        }
+    }
+    println!("  false events: {split} splits, {junk} without a majority event");
 }

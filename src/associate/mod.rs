@@ -105,6 +105,11 @@ pub struct AssociatorConfig {
     /// epicentre: real events are picked on the nearest stations first, chance alignments of
     /// false picks are scattered over the network.
     pub min_nearest_fraction: f64,
+    /// Stations that vote at a node: its `vote_stations` nearest (by P traveltime). Real
+    /// events are picked first on their nearest stations, so the trigger loses little, while
+    /// votes per pick and chance triggers of false picks (spread over the whole network) fall
+    /// with the fraction of the network that votes. Confirmation still gathers every station.
+    pub vote_stations: usize,
 }
 
 impl Default for AssociatorConfig {
@@ -128,6 +133,7 @@ impl Default for AssociatorConfig {
             max_station_picks: 200,
             max_tries_per_bin: 8,
             min_nearest_fraction: 0.5,
+            vote_stations: 20,
         }
     }
 }
@@ -179,7 +185,11 @@ impl AssociatorConfig {
         if !(0.0..=1.0).contains(&self.min_nearest_fraction) {
             return bad("min_nearest_fraction must be in 0..1");
         }
-        if self.max_pool_picks == 0 || self.max_station_picks == 0 || self.max_tries_per_bin == 0 {
+        if self.max_pool_picks == 0
+            || self.max_station_picks == 0
+            || self.max_tries_per_bin == 0
+            || self.vote_stations == 0
+        {
             return bad("caps must be positive");
         }
         Ok(())
@@ -312,6 +322,11 @@ pub struct Associator {
     max_tt_node: Vec<f32>,
     nb: usize,
     mask: i64,
+    /// Per station: the nodes it votes at (those that count it among their
+    /// `vote_stations` nearest), ascending.
+    vote_nodes: Vec<Vec<u32>>,
+    /// Per phase and station: the traveltimes to `vote_nodes[station]`, s.
+    vote_tt: [Vec<Vec<f32>>; 2],
     /// Vote counts, 16 bit (saturating): with node-major layout a node's ring of bins is
     /// one or two cache lines, which halves the memory traffic of the voting loop.
     acc: Vec<u16>,
@@ -401,6 +416,31 @@ impl Associator {
             auto_delay = auto_delay.max(f64::from(col[k_near - 1]));
         }
         let delay_s = cfg.decision_delay_s.unwrap_or(auto_delay + tol_max_s);
+        let k_vote = cfg.vote_stations.min(n_sta);
+        let mut vote_nodes: Vec<Vec<u32>> = vec![Vec::new(); n_sta];
+        let mut order: Vec<(f32, usize)> = Vec::with_capacity(n_sta);
+        for node in 0..n_nodes {
+            order.clear();
+            order.extend((0..n_sta).map(|s| (grid.at_node(Phase::P, s, node) as f32, s)));
+            if k_vote < n_sta {
+                order.select_nth_unstable_by(k_vote - 1, |a, b| {
+                    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+                });
+            }
+            for &(_, s) in &order[..k_vote] {
+                vote_nodes[s].push(node as u32);
+            }
+        }
+        let vote_tt = Phase::ALL.map(|ph| {
+            vote_nodes
+                .iter()
+                .enumerate()
+                .map(|(s, nodes)| {
+                    let tab = grid.station_table(ph, s);
+                    nodes.iter().map(|&n| tab[n as usize]).collect()
+                })
+                .collect()
+        });
         let max_tt = max_tt_node.iter().copied().fold(0.0f32, f32::max) as f64;
         let window_s = delay_s.max(max_tt) + 2.0 * dt_s + tol_max_s + cfg.close_margin_s;
         let nb = ((window_s / dt_s).ceil() as usize + 4).next_power_of_two();
@@ -417,6 +457,8 @@ impl Associator {
             max_tt_node,
             nb,
             mask: nb as i64 - 1,
+            vote_nodes,
+            vote_tt,
             acc: vec![0; nb * n_nodes],
             bin_max: vec![0; nb],
             confirmed: false,
@@ -621,7 +663,8 @@ impl Associator {
     /// Adds (or withdraws) one pick's votes at every node. New votes in already decided bins
     /// that reach the trigger are remembered as dirty cells.
     fn vote(&mut self, sta: usize, ph: Phase, t: f64, add: bool) {
-        let tab = self.grid.station_table(ph, sta);
+        let nodes = &self.vote_nodes[sta];
+        let tab = &self.vote_tt[ph.index()][sta];
         let tol = self.tol_vote_s[ph.index()];
         // offset keeps the argument positive so truncation is floor (libm floor is a call)
         const OFF: f64 = 1024.0;
@@ -637,7 +680,8 @@ impl Associator {
         let k_lo = self.k_lo;
         let mask = self.mask;
         let nbu = self.nb;
-        for (node, &tt) in tab.iter().enumerate() {
+        for (&node, &tt) in nodes.iter().zip(tab.iter()) {
+            let node = node as usize;
             let a = base - f64::from(tt) * inv_dt;
             let r1 = a as i64 - OFF as i64;
             let r2 = (a + width) as i64 - OFF as i64;
