@@ -22,7 +22,11 @@
 //!    pick count grows. It is closed once the clock passes its origin time plus the longest
 //!    traveltime to any station plus a margin.
 //!
-//! Everything is deterministic (same input order, same output), single-threaded, and bounded:
+//! Each node counts the votes of its `vote_stations` nearest stations only (the trigger); the
+//! confirmation gathers picks from every station. Large refinement searches are shared among
+//! rayon's threads, with the same result on any thread count.
+//!
+//! Everything is deterministic (same input order, same output) and bounded:
 //! the window is pruned as the clock advances and the pick pool has global and per-station caps;
 //! every refused pick is counted in [`AssociatorStats`].
 //!
@@ -37,6 +41,7 @@ pub use grid::TraveltimeGrid;
 pub use score::{score_association, AssociationScore, TruthPick};
 pub use stream_synth::{synth_stream, StreamSynthConfig, SynthEvent, SynthPick, SynthStream};
 
+use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::domain::{LocalPoint, Phase};
@@ -110,6 +115,8 @@ pub struct AssociatorConfig {
     /// votes per pick and chance triggers of false picks (spread over the whole network) fall
     /// with the fraction of the network that votes. Confirmation still gathers every station.
     pub vote_stations: usize,
+    /// Share large refinement searches among the threads of rayon's pool (same results).
+    pub parallel: bool,
 }
 
 impl Default for AssociatorConfig {
@@ -134,6 +141,7 @@ impl Default for AssociatorConfig {
             max_tries_per_bin: 8,
             min_nearest_fraction: 0.5,
             vote_stations: 20,
+            parallel: true,
         }
     }
 }
@@ -283,6 +291,18 @@ pub struct AssociatorStats {
     /// Confirmed candidates merged into an open event next to them instead of opening one.
     pub events_merged: u64,
 }
+
+/// Scratch of one refinement cost evaluation (reused: the search evaluates thousands).
+#[derive(Debug, Default)]
+struct RefineBuf {
+    taus: Vec<f64>,
+    tts: Vec<f64>,
+    sorted: Vec<f64>,
+}
+
+/// Residual evaluations (points x picks) above which one pattern-search step is shared among
+/// threads; below it the hand-off costs more than it saves.
+const PARALLEL_MIN_EVALS: usize = 1500;
 
 #[derive(Debug, Clone, Copy)]
 struct PoolPick {
@@ -1093,52 +1113,50 @@ impl Associator {
         half: i32,
         levels: usize,
     ) -> (LocalPoint, f64) {
-        let mut taus = Vec::with_capacity(obs.len());
-        let mut eval = |x: LocalPoint| -> (f64, f64) {
-            let w = self.grid.weights(x);
-            taus.clear();
-            let mut tts = Vec::with_capacity(obs.len());
-            for &(s, ph, t) in obs {
-                let tt = self.grid.interpolate_at(ph, s, x, &w);
-                taus.push(t - tt);
-                tts.push(tt);
-            }
-            let mut sorted = taus.clone();
-            let mid = sorted.len() / 2;
-            let t0 = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
-            let mut cost = 0.0;
-            for (i, &(_, ph, _)) in obs.iter().enumerate() {
-                let tol = self.tolerance(ph, tts[i]);
-                cost += (taus[i] - t0).abs().min(self.tol_vote_s[ph.index()]) / tol;
-            }
-            (cost, t0)
-        };
+        let eval = |x: LocalPoint, buf: &mut RefineBuf| self.refine_cost(x, obs, buf);
+        let mut buf = RefineBuf::default();
         let mut best = self.grid.clamp(start);
-        let (mut best_cost, mut best_t0) = eval(best);
+        let (mut best_cost, mut best_t0) = eval(best, &mut buf);
         let (mut sh, mut sz) = (step_h, step_z);
         let mut hw = half;
+        let mut points: Vec<LocalPoint> = Vec::new();
+        let mut costs: Vec<(f64, f64)> = Vec::new();
         for _ in 0..levels {
             // pattern search: keep stepping at this resolution while the cost falls (bounded)
             for _ in 0..(if hw > 1 { 2 } else { 6 }) {
                 let centre = best;
+                points.clear();
                 for iz in -hw..=hw {
                     for iy in -hw..=hw {
                         for ix in -hw..=hw {
                             if ix == 0 && iy == 0 && iz == 0 {
                                 continue;
                             }
-                            let x = self.grid.clamp(LocalPoint::new(
+                            points.push(self.grid.clamp(LocalPoint::new(
                                 centre.x_km + f64::from(ix) * sh,
                                 centre.y_km + f64::from(iy) * sh,
                                 centre.z_km + f64::from(iz) * sz,
-                            ));
-                            let (c, t0) = eval(x);
-                            if c < best_cost - 1e-9 {
-                                best_cost = c;
-                                best_t0 = t0;
-                                best = x;
-                            }
+                            )));
                         }
+                    }
+                }
+                // the points are independent: on a large search they are shared among
+                // threads; the best is then chosen in point order either way, so the result
+                // does not depend on the thread count
+                costs.clear();
+                if self.cfg.parallel && points.len() * obs.len() >= PARALLEL_MIN_EVALS {
+                    points
+                        .par_iter()
+                        .map_init(RefineBuf::default, |b, &x| eval(x, b))
+                        .collect_into_vec(&mut costs);
+                } else {
+                    costs.extend(points.iter().map(|&x| eval(x, &mut buf)));
+                }
+                for (&x, &(c, t0)) in points.iter().zip(&costs) {
+                    if c < best_cost - 1e-9 {
+                        best_cost = c;
+                        best_t0 = t0;
+                        best = x;
                     }
                 }
                 if best == centre {
@@ -1152,6 +1170,34 @@ impl Associator {
         (best, best_t0)
     }
 
+    /// The refinement's cost at `x` (inside the box) and its origin time, s: the capped L1
+    /// of residuals scaled by the tight tolerance; origin time the median.
+    fn refine_cost(
+        &self,
+        x: LocalPoint,
+        obs: &[(usize, Phase, f64)],
+        buf: &mut RefineBuf,
+    ) -> (f64, f64) {
+        let w = self.grid.weights(x);
+        buf.taus.clear();
+        buf.tts.clear();
+        for &(s, ph, t) in obs {
+            let tt = self.grid.interpolate_inside(ph, s, x, &w);
+            buf.taus.push(t - tt);
+            buf.tts.push(tt);
+        }
+        buf.sorted.clear();
+        buf.sorted.extend_from_slice(&buf.taus);
+        let mid = buf.sorted.len() / 2;
+        let t0 = *buf.sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
+        let mut cost = 0.0;
+        for (i, &(_, ph, _)) in obs.iter().enumerate() {
+            let tol = self.tolerance(ph, buf.tts[i]);
+            cost += (buf.taus[i] - t0).abs().min(self.tol_vote_s[ph.index()]) / tol;
+        }
+        (cost, t0)
+    }
+
     /// Pool picks within the tight tolerance of the predictions for a source at `x` with
     /// origin time `t0`: one per station and phase, the closest.
     fn gather(&self, x: LocalPoint, t0: f64) -> Vec<AssociatedPick> {
@@ -1163,7 +1209,7 @@ impl Associator {
                 continue;
             }
             for ph in Phase::ALL {
-                let tt = self.grid.interpolate_at(ph, s, x, &w);
+                let tt = self.grid.interpolate_inside(ph, s, x, &w);
                 let tp = t0 + tt;
                 let tol = self.tolerance(ph, tt);
                 let from = sp.partition_point(|p| p.time_s < tp - tol);
@@ -1203,7 +1249,7 @@ impl Associator {
             }
             let tt = self
                 .grid
-                .interpolate_at(pick.phase, pick.station, e.hypocentre, &e.weights);
+                .interpolate_inside(pick.phase, pick.station, e.hypocentre, &e.weights);
             let r = pick.time_s - e.origin_time_s - tt;
             let score = r.abs() / self.tolerance(pick.phase, tt);
             if score <= 1.0 && best.is_none_or(|(b, _)| score < b) {
@@ -1214,7 +1260,7 @@ impl Associator {
     }
 
     fn absorb(&mut self, i: usize, pick: AssocPick, out: &mut Vec<AssociatorOutput>) {
-        let tt = self.grid.interpolate_at(
+        let tt = self.grid.interpolate_inside(
             pick.phase,
             pick.station,
             self.open[i].hypocentre,
