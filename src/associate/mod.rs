@@ -528,6 +528,13 @@ impl Associator {
         self.open.len()
     }
 
+    /// The longest stream time, s, between a pick's time and the clock at which an output
+    /// may still name that pick as new (unassociated picks leave the pool after this long);
+    /// what callers keep per pick for the outputs can be dropped beyond it.
+    pub fn retention_s(&self) -> f64 {
+        self.nb as f64 * self.dt_s + 2.0 * self.tol_max_s
+    }
+
     /// The stream clock: the latest pick time or `advance_to` time seen, s.
     pub fn now_s(&self) -> f64 {
         self.now_s
