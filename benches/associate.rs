@@ -150,7 +150,9 @@ fn diagnose(stream: &eikoloc::associate::SynthStream, closed: &[Vec<u64>]) {
                 *c.entry(e).or_default() += 1;
             }
         }
-        let m = c.into_iter().max_by_key(|&(e, n)| (n, std::cmp::Reverse(e)));
+        let m = c
+            .into_iter()
+            .max_by_key(|&(e, n)| (n, std::cmp::Reverse(e)));
         let m = m.filter(|&(_, n)| 2 * n > ev.len());
         if let Some((e, n)) = m {
             let b = best.entry(e).or_insert(i);
@@ -162,14 +164,23 @@ fn diagnose(stream: &eikoloc::associate::SynthStream, closed: &[Vec<u64>]) {
     }
     let (mut split, mut junk) = (0, 0);
     for (i, ev) in closed.iter().enumerate() {
-        let n_false = ev.iter().filter(|&&id| stream.picks[id as usize].event.is_none()).count();
+        let n_false = ev
+            .iter()
+            .filter(|&&id| stream.picks[id as usize].event.is_none())
+            .count();
         let n_sta = {
-            let mut s: Vec<usize> = ev.iter().map(|&id| stream.picks[id as usize].station).collect();
+            let mut s: Vec<usize> = ev
+                .iter()
+                .map(|&id| stream.picks[id as usize].station)
+                .collect();
             s.sort_unstable();
             s.dedup();
             s.len()
         };
-        let n_p = ev.iter().filter(|&&id| stream.picks[id as usize].phase == eikoloc::domain::Phase::P).count();
+        let n_p = ev
+            .iter()
+            .filter(|&&id| stream.picks[id as usize].phase == eikoloc::domain::Phase::P)
+            .count();
         match maj[i] {
             Some((e, _)) if best[&e] == i => {}
             Some((e, n)) => {
@@ -178,7 +189,10 @@ fn diagnose(stream: &eikoloc::associate::SynthStream, closed: &[Vec<u64>]) {
             }
             None => {
                 junk += 1;
-                println!("    junk: {} picks ({n_false} false), {n_sta} stations, {n_p} P", ev.len());
+                println!(
+                    "    junk: {} picks ({n_false} false), {n_sta} stations, {n_p} P",
+                    ev.len()
+                );
             }
         }
     }

@@ -221,9 +221,7 @@ async fn run(a: Args) {
 
     // The shadow association: which pick opens which event.
     let t_build = Instant::now();
-    let mut shadow = daemon::engine::build(&station)
-        .expect("engine")
-        .association;
+    let mut shadow = daemon::engine::build(&station).expect("engine").association;
     let inventory = station.inventory.clone();
     let now = chrono::Utc::now();
     let mut completing: HashMap<String, usize> = HashMap::new();
@@ -280,9 +278,15 @@ async fn run(a: Args) {
     let metrics = Metrics::new(&codes);
     let engine = daemon::engine::build(&station).expect("engine");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(daemon::run(cfg, listeners, engine, metrics.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let service = tokio::spawn(daemon::run(
+        cfg,
+        listeners,
+        engine,
+        metrics.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     // The subscriber: arrival of each event's first origin.
     let first_origin: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

@@ -1254,9 +1254,9 @@ impl Associator {
             if e.taken[slot] {
                 continue;
             }
-            let tt = self
-                .grid
-                .interpolate_inside(pick.phase, pick.station, e.hypocentre, &e.weights);
+            let tt =
+                self.grid
+                    .interpolate_inside(pick.phase, pick.station, e.hypocentre, &e.weights);
             let r = pick.time_s - e.origin_time_s - tt;
             let score = r.abs() / self.tolerance(pick.phase, tt);
             if score <= 1.0 && best.is_none_or(|(b, _)| score < b) {
