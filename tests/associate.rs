@@ -128,8 +128,26 @@ fn two_events_three_seconds_apart_at_different_places_are_separated() {
         } else {
             (b_hyp, 1003.0, ids.len() - from_a)
         };
-        // every pick of each event, and nothing of the other
-        assert_eq!(n_own, ids.len(), "mixed event {ids:?}");
+        // every pick of each event, and nothing of the other, except where the two events'
+        // picks at one station and phase coincide (station 26's P arrivals are 0.2 ms
+        // apart here): such a pair cannot be told apart and may go either way
+        let by_id = |i: u64| picks.iter().find(|p| p.id == i).unwrap();
+        let foreign: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&i| (i < n_a) != (from_a * 2 > ids.len()))
+            .collect();
+        for &i in &foreign {
+            let p = by_id(i);
+            let twin = picks.iter().any(|q| {
+                q.id != p.id
+                    && q.station == p.station
+                    && q.phase == p.phase
+                    && (q.time_s - p.time_s).abs() < 0.005
+            });
+            assert!(twin, "mixed event {ids:?}: pick {p:?} of the other event");
+        }
+        assert_eq!(n_own + foreign.len(), ids.len());
         assert!(ids.len() as u64 >= n_a - 2, "{} of {n_a} picks", ids.len());
         let d = ((hyp.x_km - truth.x_km).powi(2)
             + (hyp.y_km - truth.y_km).powi(2)

@@ -89,8 +89,9 @@ fn ridgecrest_synthetic_picks_are_associated_into_99_percent_of_events() {
         s.n_detected as f64 >= 0.99 * ids.len() as f64,
         "events found: {s:?}"
     );
-    // measured 2026-11: precision 0.848 (about 180 extra small events built from picks the
-    // 1-D model fits badly), pick precision 0.943, pick recall 0.928
-    assert!(s.event_precision >= 0.8, "{s:?}");
+    // measured 2026-11: precision 0.891 (about 120 extra small events built from picks the
+    // 1-D model fits badly; 0.848 before nodes counted only their 20 nearest stations' votes),
+    // pick precision 0.962, pick recall 0.948
+    assert!(s.event_precision >= 0.87, "{s:?}");
     assert!(s.pick_precision >= 0.9 && s.pick_recall >= 0.9, "{s:?}");
 }

@@ -276,10 +276,22 @@ impl TraveltimeGrid {
     /// Traveltime at `p` (the point the weights were made for): trilinear interpolation of the
     /// factored table times the straight-ray time, s.
     pub fn interpolate_at(&self, ph: Phase, s: usize, p: LocalPoint, w: &[(usize, f64); 8]) -> f64 {
+        self.interpolate_inside(ph, s, self.clamp(p), w)
+    }
+
+    /// [`Self::interpolate_at`] for a point already inside the box (as [`Self::clamp`] returns
+    /// it), which the searches evaluate many times per point, s.
+    pub fn interpolate_inside(
+        &self,
+        ph: Phase,
+        s: usize,
+        p: LocalPoint,
+        w: &[(usize, f64); 8],
+    ) -> f64 {
         let n = self.n_nodes();
         let tab = &self.tau[ph.index()][s * n..(s + 1) * n];
         let tau: f64 = w.iter().map(|&(i, wi)| wi * f64::from(tab[i])).sum();
-        tau * Self::straight_km(self.clamp(p), self.stations[s]) / self.v_ref_km_s[ph.index()]
+        tau * Self::straight_km(p, self.stations[s]) / self.v_ref_km_s[ph.index()]
     }
 
     /// Node nearest to a point.

@@ -22,7 +22,11 @@
 //!    pick count grows. It is closed once the clock passes its origin time plus the longest
 //!    traveltime to any station plus a margin.
 //!
-//! Everything is deterministic (same input order, same output), single-threaded, and bounded:
+//! Each node counts the votes of its `vote_stations` nearest stations only (the trigger); the
+//! confirmation gathers picks from every station. Large refinement searches are shared among
+//! rayon's threads, with the same result on any thread count.
+//!
+//! Everything is deterministic (same input order, same output) and bounded:
 //! the window is pruned as the clock advances and the pick pool has global and per-station caps;
 //! every refused pick is counted in [`AssociatorStats`].
 //!
@@ -37,6 +41,7 @@ pub use grid::TraveltimeGrid;
 pub use score::{score_association, AssociationScore, TruthPick};
 pub use stream_synth::{synth_stream, StreamSynthConfig, SynthEvent, SynthPick, SynthStream};
 
+use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::domain::{LocalPoint, Phase};
@@ -105,6 +110,13 @@ pub struct AssociatorConfig {
     /// epicentre: real events are picked on the nearest stations first, chance alignments of
     /// false picks are scattered over the network.
     pub min_nearest_fraction: f64,
+    /// Stations that vote at a node: its `vote_stations` nearest (by P traveltime). Real
+    /// events are picked first on their nearest stations, so the trigger loses little, while
+    /// votes per pick and chance triggers of false picks (spread over the whole network) fall
+    /// with the fraction of the network that votes. Confirmation still gathers every station.
+    pub vote_stations: usize,
+    /// Share large refinement searches among the threads of rayon's pool (same results).
+    pub parallel: bool,
 }
 
 impl Default for AssociatorConfig {
@@ -128,6 +140,8 @@ impl Default for AssociatorConfig {
             max_station_picks: 200,
             max_tries_per_bin: 8,
             min_nearest_fraction: 0.5,
+            vote_stations: 20,
+            parallel: true,
         }
     }
 }
@@ -179,7 +193,11 @@ impl AssociatorConfig {
         if !(0.0..=1.0).contains(&self.min_nearest_fraction) {
             return bad("min_nearest_fraction must be in 0..1");
         }
-        if self.max_pool_picks == 0 || self.max_station_picks == 0 || self.max_tries_per_bin == 0 {
+        if self.max_pool_picks == 0
+            || self.max_station_picks == 0
+            || self.max_tries_per_bin == 0
+            || self.vote_stations == 0
+        {
             return bad("caps must be positive");
         }
         Ok(())
@@ -274,6 +292,18 @@ pub struct AssociatorStats {
     pub events_merged: u64,
 }
 
+/// Scratch of one refinement cost evaluation (reused: the search evaluates thousands).
+#[derive(Debug, Default)]
+struct RefineBuf {
+    taus: Vec<f64>,
+    tts: Vec<f64>,
+    sorted: Vec<f64>,
+}
+
+/// Residual evaluations (points x picks) above which one pattern-search step is shared among
+/// threads; below it the hand-off costs more than it saves.
+const PARALLEL_MIN_EVALS: usize = 1500;
+
 #[derive(Debug, Clone, Copy)]
 struct PoolPick {
     id: u64,
@@ -312,6 +342,11 @@ pub struct Associator {
     max_tt_node: Vec<f32>,
     nb: usize,
     mask: i64,
+    /// Per station: the nodes it votes at (those that count it among their
+    /// `vote_stations` nearest), ascending.
+    vote_nodes: Vec<Vec<u32>>,
+    /// Per phase and station: the traveltimes to `vote_nodes[station]`, s.
+    vote_tt: [Vec<Vec<f32>>; 2],
     /// Vote counts, 16 bit (saturating): with node-major layout a node's ring of bins is
     /// one or two cache lines, which halves the memory traffic of the voting loop.
     acc: Vec<u16>,
@@ -401,6 +436,31 @@ impl Associator {
             auto_delay = auto_delay.max(f64::from(col[k_near - 1]));
         }
         let delay_s = cfg.decision_delay_s.unwrap_or(auto_delay + tol_max_s);
+        let k_vote = cfg.vote_stations.min(n_sta);
+        let mut vote_nodes: Vec<Vec<u32>> = vec![Vec::new(); n_sta];
+        let mut order: Vec<(f32, usize)> = Vec::with_capacity(n_sta);
+        for node in 0..n_nodes {
+            order.clear();
+            order.extend((0..n_sta).map(|s| (grid.at_node(Phase::P, s, node) as f32, s)));
+            if k_vote < n_sta {
+                order.select_nth_unstable_by(k_vote - 1, |a, b| {
+                    a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+                });
+            }
+            for &(_, s) in &order[..k_vote] {
+                vote_nodes[s].push(node as u32);
+            }
+        }
+        let vote_tt = Phase::ALL.map(|ph| {
+            vote_nodes
+                .iter()
+                .enumerate()
+                .map(|(s, nodes)| {
+                    let tab = grid.station_table(ph, s);
+                    nodes.iter().map(|&n| tab[n as usize]).collect()
+                })
+                .collect()
+        });
         let max_tt = max_tt_node.iter().copied().fold(0.0f32, f32::max) as f64;
         let window_s = delay_s.max(max_tt) + 2.0 * dt_s + tol_max_s + cfg.close_margin_s;
         let nb = ((window_s / dt_s).ceil() as usize + 4).next_power_of_two();
@@ -417,6 +477,8 @@ impl Associator {
             max_tt_node,
             nb,
             mask: nb as i64 - 1,
+            vote_nodes,
+            vote_tt,
             acc: vec![0; nb * n_nodes],
             bin_max: vec![0; nb],
             confirmed: false,
@@ -464,6 +526,13 @@ impl Associator {
     /// Events currently open.
     pub fn open_events(&self) -> usize {
         self.open.len()
+    }
+
+    /// The longest stream time, s, between a pick's time and the clock at which an output
+    /// may still name that pick as new (unassociated picks leave the pool after this long);
+    /// what callers keep per pick for the outputs can be dropped beyond it.
+    pub fn retention_s(&self) -> f64 {
+        self.nb as f64 * self.dt_s + 2.0 * self.tol_max_s
     }
 
     /// The stream clock: the latest pick time or `advance_to` time seen, s.
@@ -621,7 +690,8 @@ impl Associator {
     /// Adds (or withdraws) one pick's votes at every node. New votes in already decided bins
     /// that reach the trigger are remembered as dirty cells.
     fn vote(&mut self, sta: usize, ph: Phase, t: f64, add: bool) {
-        let tab = self.grid.station_table(ph, sta);
+        let nodes = &self.vote_nodes[sta];
+        let tab = &self.vote_tt[ph.index()][sta];
         let tol = self.tol_vote_s[ph.index()];
         // offset keeps the argument positive so truncation is floor (libm floor is a call)
         const OFF: f64 = 1024.0;
@@ -637,7 +707,8 @@ impl Associator {
         let k_lo = self.k_lo;
         let mask = self.mask;
         let nbu = self.nb;
-        for (node, &tt) in tab.iter().enumerate() {
+        for (&node, &tt) in nodes.iter().zip(tab.iter()) {
+            let node = node as usize;
             let a = base - f64::from(tt) * inv_dt;
             let r1 = a as i64 - OFF as i64;
             let r2 = (a + width) as i64 - OFF as i64;
@@ -1049,52 +1120,50 @@ impl Associator {
         half: i32,
         levels: usize,
     ) -> (LocalPoint, f64) {
-        let mut taus = Vec::with_capacity(obs.len());
-        let mut eval = |x: LocalPoint| -> (f64, f64) {
-            let w = self.grid.weights(x);
-            taus.clear();
-            let mut tts = Vec::with_capacity(obs.len());
-            for &(s, ph, t) in obs {
-                let tt = self.grid.interpolate_at(ph, s, x, &w);
-                taus.push(t - tt);
-                tts.push(tt);
-            }
-            let mut sorted = taus.clone();
-            let mid = sorted.len() / 2;
-            let t0 = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
-            let mut cost = 0.0;
-            for (i, &(_, ph, _)) in obs.iter().enumerate() {
-                let tol = self.tolerance(ph, tts[i]);
-                cost += (taus[i] - t0).abs().min(self.tol_vote_s[ph.index()]) / tol;
-            }
-            (cost, t0)
-        };
+        let eval = |x: LocalPoint, buf: &mut RefineBuf| self.refine_cost(x, obs, buf);
+        let mut buf = RefineBuf::default();
         let mut best = self.grid.clamp(start);
-        let (mut best_cost, mut best_t0) = eval(best);
+        let (mut best_cost, mut best_t0) = eval(best, &mut buf);
         let (mut sh, mut sz) = (step_h, step_z);
         let mut hw = half;
+        let mut points: Vec<LocalPoint> = Vec::new();
+        let mut costs: Vec<(f64, f64)> = Vec::new();
         for _ in 0..levels {
             // pattern search: keep stepping at this resolution while the cost falls (bounded)
             for _ in 0..(if hw > 1 { 2 } else { 6 }) {
                 let centre = best;
+                points.clear();
                 for iz in -hw..=hw {
                     for iy in -hw..=hw {
                         for ix in -hw..=hw {
                             if ix == 0 && iy == 0 && iz == 0 {
                                 continue;
                             }
-                            let x = self.grid.clamp(LocalPoint::new(
+                            points.push(self.grid.clamp(LocalPoint::new(
                                 centre.x_km + f64::from(ix) * sh,
                                 centre.y_km + f64::from(iy) * sh,
                                 centre.z_km + f64::from(iz) * sz,
-                            ));
-                            let (c, t0) = eval(x);
-                            if c < best_cost - 1e-9 {
-                                best_cost = c;
-                                best_t0 = t0;
-                                best = x;
-                            }
+                            )));
                         }
+                    }
+                }
+                // the points are independent: on a large search they are shared among
+                // threads; the best is then chosen in point order either way, so the result
+                // does not depend on the thread count
+                costs.clear();
+                if self.cfg.parallel && points.len() * obs.len() >= PARALLEL_MIN_EVALS {
+                    points
+                        .par_iter()
+                        .map_init(RefineBuf::default, |b, &x| eval(x, b))
+                        .collect_into_vec(&mut costs);
+                } else {
+                    costs.extend(points.iter().map(|&x| eval(x, &mut buf)));
+                }
+                for (&x, &(c, t0)) in points.iter().zip(&costs) {
+                    if c < best_cost - 1e-9 {
+                        best_cost = c;
+                        best_t0 = t0;
+                        best = x;
                     }
                 }
                 if best == centre {
@@ -1108,6 +1177,34 @@ impl Associator {
         (best, best_t0)
     }
 
+    /// The refinement's cost at `x` (inside the box) and its origin time, s: the capped L1
+    /// of residuals scaled by the tight tolerance; origin time the median.
+    fn refine_cost(
+        &self,
+        x: LocalPoint,
+        obs: &[(usize, Phase, f64)],
+        buf: &mut RefineBuf,
+    ) -> (f64, f64) {
+        let w = self.grid.weights(x);
+        buf.taus.clear();
+        buf.tts.clear();
+        for &(s, ph, t) in obs {
+            let tt = self.grid.interpolate_inside(ph, s, x, &w);
+            buf.taus.push(t - tt);
+            buf.tts.push(tt);
+        }
+        buf.sorted.clear();
+        buf.sorted.extend_from_slice(&buf.taus);
+        let mid = buf.sorted.len() / 2;
+        let t0 = *buf.sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
+        let mut cost = 0.0;
+        for (i, &(_, ph, _)) in obs.iter().enumerate() {
+            let tol = self.tolerance(ph, buf.tts[i]);
+            cost += (buf.taus[i] - t0).abs().min(self.tol_vote_s[ph.index()]) / tol;
+        }
+        (cost, t0)
+    }
+
     /// Pool picks within the tight tolerance of the predictions for a source at `x` with
     /// origin time `t0`: one per station and phase, the closest.
     fn gather(&self, x: LocalPoint, t0: f64) -> Vec<AssociatedPick> {
@@ -1119,7 +1216,7 @@ impl Associator {
                 continue;
             }
             for ph in Phase::ALL {
-                let tt = self.grid.interpolate_at(ph, s, x, &w);
+                let tt = self.grid.interpolate_inside(ph, s, x, &w);
                 let tp = t0 + tt;
                 let tol = self.tolerance(ph, tt);
                 let from = sp.partition_point(|p| p.time_s < tp - tol);
@@ -1157,9 +1254,9 @@ impl Associator {
             if e.taken[slot] {
                 continue;
             }
-            let tt = self
-                .grid
-                .interpolate_at(pick.phase, pick.station, e.hypocentre, &e.weights);
+            let tt =
+                self.grid
+                    .interpolate_inside(pick.phase, pick.station, e.hypocentre, &e.weights);
             let r = pick.time_s - e.origin_time_s - tt;
             let score = r.abs() / self.tolerance(pick.phase, tt);
             if score <= 1.0 && best.is_none_or(|(b, _)| score < b) {
@@ -1170,7 +1267,7 @@ impl Associator {
     }
 
     fn absorb(&mut self, i: usize, pick: AssocPick, out: &mut Vec<AssociatorOutput>) {
-        let tt = self.grid.interpolate_at(
+        let tt = self.grid.interpolate_inside(
             pick.phase,
             pick.station,
             self.open[i].hypocentre,

@@ -20,9 +20,9 @@ use super::clock::unix_s;
 use super::pipeline::{Association, EventChange, LocateRequest, Located, Locator};
 use super::Engine;
 
-/// How long (stream s) a pick id is remembered for the associator's outputs; far beyond any
-/// association window, so the map stays bounded on a months-long stream.
-const ID_HORIZON_S: f64 = 3600.0;
+/// Kept beyond the associator's retention, s of stream time (picks arrive a little out of
+/// order), so the id map stays small and bounded on a months-long stream.
+const ID_MARGIN_S: f64 = 60.0;
 
 /// Builds the engine for a station configuration: the exact 1-D traveltimes of its velocity
 /// model, tabulated once per (phase, station depth) over the box (the locator's fast path, as
@@ -192,8 +192,15 @@ impl StreamAssociation {
                 AssociatorOutput::EventClosed { id, .. } => EventChange::Closed { id },
             })
             .collect();
-        let horizon = self.assoc.now_s() - ID_HORIZON_S;
-        self.ids.retain(|_, (_, t)| *t >= horizon);
+        // ids grow with arrival, so the oldest arrivals are at the front; popping them is
+        // O(1) per pick where a full `retain` walked every remembered pick on every push
+        let horizon = self.assoc.now_s() - self.assoc.retention_s() - ID_MARGIN_S;
+        while let Some(entry) = self.ids.first_entry() {
+            if entry.get().1 >= horizon {
+                break;
+            }
+            entry.remove();
+        }
         changes
     }
 }
@@ -228,6 +235,10 @@ impl Association for StreamAssociation {
     fn finish(&mut self) -> Vec<EventChange> {
         let outs = self.assoc.flush();
         self.translate(outs)
+    }
+
+    fn retention_s(&self) -> f64 {
+        self.assoc.retention_s()
     }
 }
 

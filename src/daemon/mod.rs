@@ -156,13 +156,15 @@ pub async fn run(
     let render: RenderFn = render_event;
     let stream = OriginStream::new(config.stream_capacity);
     let stream_tx = stream.sender();
+    // The stream first: it is the low-latency channel, and the file publisher's fsync and
+    // rename (tens of ms on a busy disk) would otherwise delay every subscriber.
     let publishers: Vec<Box<dyn Publisher>> = vec![
+        Box::new(stream),
         Box::new(EventFiles::new(
             &config.quakeml_dir,
             EVENT_FILE_EXTENSION,
             render,
         )?),
-        Box::new(stream),
     ];
 
     let replay = replay_picks(&store, &config.pipeline)?;

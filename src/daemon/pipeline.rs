@@ -66,6 +66,13 @@ pub trait Association: Send {
     fn finish(&mut self) -> Vec<EventChange> {
         Vec::new()
     }
+
+    /// How long (s of stream time) a pick may still be named in a change after its own
+    /// time: the pipeline keeps picks in memory this long, and no longer, so memory stays
+    /// flat on a months-long stream.
+    fn retention_s(&self) -> f64 {
+        3600.0
+    }
 }
 
 /// One locate run to do.
@@ -246,15 +253,15 @@ struct Core {
     /// Results that finished before an earlier-started run (virtual clock), by start order.
     held: BTreeMap<u64, Done>,
     draining: bool,
-    /// Picks of the last [`RECENT_HORIZON_S`] (stream time) by id, so event changes (which
-    /// name picks by id) need no store query.
+    /// Picks of the association's retention (stream time, plus [`RECENT_MARGIN_S`]) by id,
+    /// so event changes (which name picks by id) need no store query.
     recent: HashMap<String, Pick>,
     recent_order: VecDeque<(DateTime<Utc>, String)>,
 }
 
-/// How long picks are kept in memory for the association's outputs, s of stream time: far
-/// beyond any association window.
-const RECENT_HORIZON_S: f64 = 3600.0;
+/// Kept beyond the association's retention, s of stream time: picks arrive a little out of
+/// order, and memory is cheap at this scale (a minute at 500 picks/s is 30,000 picks).
+const RECENT_MARGIN_S: f64 = 60.0;
 
 impl Core {
     fn run(&mut self, picks: Receiver<IngestedPick>, replay: Vec<Pick>) {
@@ -358,7 +365,8 @@ impl Core {
     fn remember(&mut self, p: &Pick) {
         self.recent.insert(p.id.clone(), p.clone());
         self.recent_order.push_back((p.time, p.id.clone()));
-        let horizon = crate::domain::time::add_seconds(&p.time, -RECENT_HORIZON_S);
+        let keep_s = self.association.retention_s() + RECENT_MARGIN_S;
+        let horizon = crate::domain::time::add_seconds(&p.time, -keep_s);
         while let Some((t, _)) = self.recent_order.front() {
             if *t >= horizon {
                 break;
