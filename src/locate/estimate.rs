@@ -43,7 +43,10 @@ fn misfit_many(
             t[j] = buf[i * n + j].t_s;
             g[j] = buf[i * n + j].grad_s_per_km;
         }
-        out.push(-lik.eval(&t, &g, &mut sc).value);
+        // A non-finite misfit must lose: total_cmp sorts -NaN before every number, so one
+        // NaN traveltime used to win the grid (issue 4: the box top, 6 of 7 demo events).
+        let v = -lik.eval(&t, &g, &mut sc).value;
+        out.push(if v.is_finite() { v } else { f64::INFINITY });
     }
     Ok(out)
 }

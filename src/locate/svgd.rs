@@ -48,6 +48,11 @@ impl Target<'_> {
                 g[2] -= u / dp.sigma_km;
             }
             let b = &self.bbox;
+            if !(v.is_finite() && g.iter().all(|c| c.is_finite())) {
+                // a failed traveltime is no evidence: reject the point, move nothing
+                v = f64::NEG_INFINITY;
+                g = [0.0; 3];
+            }
             if x[0] < b.x_min_km
                 || x[0] > b.x_max_km
                 || x[1] < b.y_min_km
