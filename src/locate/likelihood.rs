@@ -339,6 +339,61 @@ impl Likelihood {
         (value, t0)
     }
 
+    /// ln of the likelihood integrated over the origin time (uniform prior), for the Laplace
+    /// density with a profiled origin time, and the profiled origin time; other forms return
+    /// [`Likelihood::eval_value`]. The integrand is exp(-sum a_i |e_i - t0|), piecewise
+    /// exponential between the sorted e_i, so the integral is exact (segment by segment in
+    /// log-sum-exp form). Profiling (maximising) over t0 instead makes the hypocentre posterior
+    /// too narrow: the 68 % regions held the truth 64 % of the time in the calibration test.
+    pub fn eval_marginal_value(&self, t_s: &[f64], s: &mut Scratch) -> (f64, f64) {
+        let (profiled, t0) = self.eval_value(t_s, s);
+        if !(self.kind == LikelihoodKind::Laplace && self.mode == OriginTimeMode::Profiled)
+            || !profiled.is_finite()
+        {
+            return (profiled, t0);
+        }
+        let sq2 = std::f64::consts::SQRT_2;
+        s.pairs.clear();
+        s.pairs.extend(
+            self.t_obs_s
+                .iter()
+                .zip(t_s)
+                .zip(&self.sigma_s)
+                .map(|((o, t), sg)| (o - t, sq2 / sg)),
+        );
+        s.pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let p = &s.pairs;
+        let total: f64 = p.iter().map(|x| x.1).sum();
+        // f at each sorted e_k, relative to its minimum -profiled (the Laplace misfit at the
+        // weighted median), so every term is <= about 0 and the sum cannot overflow
+        let fmin = -profiled;
+        let mut f = p.iter().map(|x| x.1 * (x.0 - p[0].0)).sum::<f64>() - fmin;
+        s.w.clear();
+        s.w.push(-f - total.ln()); // left tail
+        let mut cum = 0.0;
+        for k in 0..p.len() - 1 {
+            cum += p[k].1;
+            let c = 2.0 * cum - total; // slope of f on [e_k, e_k+1]
+            let l = p[k + 1].0 - p[k].0;
+            let f_next = f + c * l;
+            let lo = f.min(f_next);
+            let x = c.abs() * l;
+            let width = if x > 1e-12 {
+                -(-x).exp_m1() / c.abs()
+            } else {
+                l
+            };
+            if width > 0.0 {
+                s.w.push(-lo + width.ln());
+            }
+            f = f_next;
+        }
+        s.w.push(-f - total.ln()); // right tail
+        let m = s.w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + s.w.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        (lse - fmin, t0)
+    }
+
     /// ln L and gradient at one hypocentre from its traveltimes `t_s[i]` and gradients.
     pub fn eval(&self, t_s: &[f64], grad_t: &[[f64; 3]], s: &mut Scratch) -> LogLik {
         let n = self.len();
@@ -545,6 +600,38 @@ mod tests {
                 assert!((t0 - full.t0_s).abs() < 1e-12, "{kind:?} {mode:?}");
             }
         }
+    }
+
+    /// The origin-time marginal matches a numerical integral of the Laplace likelihood.
+    #[test]
+    fn laplace_marginal_matches_quadrature() {
+        let n = 7;
+        let t_obs: Vec<f64> = (0..n).map(|i| 2.0 + 0.4 * i as f64).collect();
+        let sig: Vec<f64> = (0..n).map(|i| 0.05 + 0.02 * i as f64).collect();
+        let tt: Vec<f64> = (0..n)
+            .map(|i| 1.1 + 0.41 * i as f64 + 0.05 * (i as f64 * 1.7).sin())
+            .collect();
+        let lik = Likelihood::new(
+            LikelihoodKind::Laplace,
+            OriginTimeMode::Profiled,
+            t_obs.clone(),
+            sig.clone(),
+            500,
+        );
+        let mut sc = Scratch::default();
+        let (v, _) = lik.eval_marginal_value(&tt, &mut sc);
+        // trapezoid over t0 in [0, 2] s at 1 us
+        let h = 1e-6;
+        let mut sum = 0.0;
+        for k in 0..=2_000_000 {
+            let t0 = k as f64 * h;
+            let f: f64 = (0..n)
+                .map(|i| std::f64::consts::SQRT_2 * (t_obs[i] - tt[i] - t0).abs() / sig[i])
+                .sum();
+            sum += (-f).exp() * if k == 0 || k == 2_000_000 { 0.5 } else { 1.0 };
+        }
+        let q = (sum * h).ln();
+        assert!((v - q).abs() < 1e-6, "closed form {v} vs quadrature {q}");
     }
 
     #[test]

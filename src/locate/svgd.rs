@@ -73,7 +73,8 @@ impl Target<'_> {
 }
 
 impl Target<'_> {
-    /// Log posterior and profiled origin time at every point, traveltimes only (Metropolis).
+    /// Log posterior with the origin time integrated out (Laplace; other forms as in `eval`)
+    /// and the profiled origin time at every point, traveltimes only: the Metropolis target.
     fn eval_values(&mut self, xs: &[[f64; 3]]) -> Result<Vec<(f64, f64)>, LocateError> {
         let n = self.receivers.len();
         let src: Vec<LocalPoint> = xs.iter().map(|p| LocalPoint::from_array(*p)).collect();
@@ -84,7 +85,7 @@ impl Target<'_> {
         for (i, x) in xs.iter().enumerate() {
             let (mut v, t0) = self
                 .lik
-                .eval_value(&self.tbuf[i * n..(i + 1) * n], &mut self.sc);
+                .eval_marginal_value(&self.tbuf[i * n..(i + 1) * n], &mut self.sc);
             if let Some(dp) = self.config.depth_prior {
                 let u = (x[2] - dp.mean_km) / dp.sigma_km;
                 v -= 0.5 * u * u;
@@ -344,6 +345,10 @@ pub fn run(
     let mut accepted = 0usize;
     let mut proposed = 0usize;
     if config.mh_steps > 0 {
+        // the exact target (origin time marginalised), not SVGD's profiled one
+        for (e, v) in evals.iter_mut().zip(target.eval_values(&xs)?) {
+            *e = (v.0, [0.0; 3], v.1);
+        }
         let (_, c) = mean_cov(&xs);
         let scale = 2.38 / 3f64.sqrt();
         let lp = (to_mat(&c) * scale * scale + Matrix3::identity() * 1e-8)
