@@ -1,7 +1,9 @@
 //! Locates every event of every shared data set (../shared/data) with the default locator on
 //! the exact 1-D solver behind the radial table, and prints per set: events located, median
-//! RMS, median 95 % sizes, and the median horizontal / depth distance to the set's reference
-//! catalog. Run: `cargo bench --bench locate_datasets` (EIKOLOC_DATASETS=ridgecrest,... to
+//! RMS, median 95 % sizes, the median horizontal / depth distance to the set's reference
+//! catalog, and how often the reported 95 % ellipse (`ref_inH`) and depth interval (`ref_inZ`)
+//! hold the reference hypocentre (a catalog with its own errors, not the truth: the
+//! ridgecrest truth is withheld from ../shared/data). Run: `cargo bench --bench locate_datasets` (EIKOLOC_DATASETS=ridgecrest,... to
 //! choose; EIKOLOC_DATASET_EVENTS=N caps the events per set).
 
 use std::collections::HashMap;
@@ -58,7 +60,7 @@ fn main() {
         config.model_error_fraction
     );
     println!(
-        "{:<18} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8}",
+        "{:<18} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>8}",
         "set",
         "events",
         "located",
@@ -68,6 +70,8 @@ fn main() {
         "ref_n",
         "dH_ref_km",
         "dZ_ref_km",
+        "ref_inH",
+        "ref_inZ",
         "s/event"
     );
     for (cfg, dir, reference) in sets {
@@ -161,6 +165,8 @@ fn main() {
                 .unwrap_or_default();
         let (mut rms, mut h95, mut z95, mut dh, mut dz) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // how often the reported 95 % ellipse / depth interval hold the reference hypocentre
+        let (mut in_h95, mut in_z95) = (0usize, 0usize);
         let mut located = 0;
         for (id, o) in &out {
             let Ok((s, _)) = &o.result else { continue };
@@ -181,11 +187,30 @@ fn main() {
                 );
                 dh.push(d);
                 dz.push((z - s.origin.depth_km).abs());
+                // the reference's offset along the major and minor axes of the 95 % ellipse
+                let (_, az) = rc.frame.distance_azimuth(
+                    eikoloc::domain::GeoPoint {
+                        lat_deg: s.origin.lat_deg,
+                        lon_deg: s.origin.lon_deg,
+                    },
+                    eikoloc::domain::GeoPoint {
+                        lat_deg: lat,
+                        lon_deg: lon,
+                    },
+                );
+                let e = s.origin.uncertainty.horizontal_95;
+                let rel = (az - e.azimuth_deg).to_radians();
+                let (a, b) = (d * rel.cos(), d * rel.sin());
+                let q = (a / e.major_km.max(1e-9)).powi(2) + (b / e.minor_km.max(1e-9)).powi(2);
+                in_h95 += usize::from(q <= 1.0);
+                in_z95 +=
+                    usize::from((z - s.origin.depth_km).abs() <= s.origin.uncertainty.depth_95_km);
             }
         }
         let nref = dh.len();
+        let frac = |k: usize| k as f64 / nref.max(1) as f64;
         println!(
-            "{:<18} {:>6} {:>7} {:>7.3} {:>8.2} {:>8.2} {:>8} {:>9.2} {:>9.2} {:>8.3}",
+            "{:<18} {:>6} {:>7} {:>7.3} {:>8.2} {:>8.2} {:>8} {:>9.2} {:>9.2} {:>7.3} {:>7.3} {:>8.3}",
             cfg,
             events.len(),
             located,
@@ -195,6 +220,8 @@ fn main() {
             nref,
             med(&mut dh),
             med(&mut dz),
+            frac(in_h95),
+            frac(in_z95),
             per
         );
     }
