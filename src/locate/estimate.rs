@@ -28,22 +28,19 @@ fn misfit_many(
     receivers: &[Receiver],
     lik: &Likelihood,
     nodes: &[[f64; 3]],
-    buf: &mut Vec<TimeAndGradient>,
+    buf: &mut Vec<f64>,
 ) -> Result<Vec<f64>, LocateError> {
     let n = receivers.len();
     let src: Vec<LocalPoint> = nodes.iter().map(|p| LocalPoint::from_array(*p)).collect();
-    buf.resize(src.len() * n, TimeAndGradient::default());
-    model.batch_with_gradient(&src, receivers, buf)?;
+    buf.resize(src.len() * n, 0.0);
+    model.batch_times(&src, receivers, buf)?;
     let mut sc = Scratch::default();
-    let mut t = vec![0.0; n];
-    let mut g = vec![[0.0; 3]; n];
     let mut out = Vec::with_capacity(nodes.len());
     for i in 0..nodes.len() {
-        for j in 0..n {
-            t[j] = buf[i * n + j].t_s;
-            g[j] = buf[i * n + j].grad_s_per_km;
-        }
-        out.push(-lik.eval(&t, &g, &mut sc).value);
+        // A non-finite misfit must lose: total_cmp sorts -NaN before every number, so one
+        // NaN traveltime used to win the grid (issue 4: the box top, 6 of 7 demo events).
+        let v = -lik.eval_value(&buf[i * n..(i + 1) * n], &mut sc).0;
+        out.push(if v.is_finite() { v } else { f64::INFINITY });
     }
     Ok(out)
 }
@@ -90,6 +87,7 @@ pub fn first_estimate(
         config.max_pairs,
     );
     let mut buf = Vec::new();
+    let mut tbuf = Vec::new();
 
     // Level 0: around the station with the earliest pick, wide enough to reach the far picked stations.
     let first = obs
@@ -109,7 +107,7 @@ pub fn first_estimate(
     let mut counts = [11, 11, 7];
     for _level in 0..4 {
         let nodes = grid(center, half, counts, bbox);
-        let m = misfit_many(model, &receivers, &lik, &nodes, &mut buf)?;
+        let m = misfit_many(model, &receivers, &lik, &nodes, &mut tbuf)?;
         let best = m
             .iter()
             .enumerate()

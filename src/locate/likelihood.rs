@@ -97,27 +97,90 @@ fn sign0(u: f64) -> f64 {
 }
 
 /// Weighted median of `values` with positive `weights` (the Laplace maximum-likelihood
-/// location). `scratch` is reused to avoid allocation on the hot path.
+/// location): the smallest value whose cumulative weight reaches half the total, or the
+/// midpoint with the next larger value when it reaches exactly half. `scratch` is reused to
+/// avoid allocation on the hot path.
+///
+/// Selection, not sorting: a three-way quickselect on the weight balance is O(n) and runs once
+/// per particle per step, where the sort was a tenth of the locator's time.
 pub fn weighted_median(values: &[f64], weights: &[f64], scratch: &mut Vec<(f64, f64)>) -> f64 {
     scratch.clear();
     scratch.extend(values.iter().copied().zip(weights.iter().copied()));
     if scratch.is_empty() {
         return 0.0;
     }
-    scratch.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
     let total: f64 = scratch.iter().map(|p| p.1).sum();
-    let mut acc = 0.0;
-    for (i, &(v, w)) in scratch.iter().enumerate() {
-        acc += w;
-        if acc >= 0.5 * total {
-            // exact half: any point between this and the next minimises; take the midpoint
-            if (acc - 0.5 * total).abs() < 1e-12 * total && i + 1 < scratch.len() {
-                return 0.5 * (v + scratch[i + 1].0);
+    let half = 0.5 * total;
+    let exact = |acc: f64| (acc - half).abs() < 1e-12 * total;
+    let s = &mut scratch[..];
+    // invariant: everything before lo is smaller than [lo, hi), weighs `below`; everything
+    // from hi on is larger, the smallest of it is `above` (None when hi = len)
+    let (mut lo, mut hi) = (0usize, s.len());
+    let mut below = 0.0;
+    let mut above: Option<f64> = None;
+    loop {
+        if hi - lo <= 8 {
+            s[lo..hi].sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            let mut acc = below;
+            for i in lo..hi {
+                acc += s[i].1;
+                if acc >= half || i + 1 == hi {
+                    let next = if i + 1 < hi { Some(s[i + 1].0) } else { above };
+                    return match next {
+                        Some(nx) if exact(acc) => 0.5 * (s[i].0 + nx),
+                        _ => s[i].0,
+                    };
+                }
             }
-            return v;
+            // empty range (only from rounding): the boundary value
+            return above.unwrap_or(s[lo.min(s.len() - 1)].0);
+        }
+        // median-of-three pivot, then a Dutch-flag partition of [lo, hi)
+        let (a, b, c) = (s[lo].0, s[(lo + hi) / 2].0, s[hi - 1].0);
+        let pivot = if (a <= b) == (b <= c) {
+            b
+        } else if (b <= a) == (a <= c) {
+            a
+        } else {
+            c
+        };
+        let (mut lt, mut i, mut gt) = (lo, lo, hi);
+        let (mut wl, mut we) = (0.0, 0.0);
+        while i < gt {
+            let v = s[i].0;
+            if v < pivot {
+                wl += s[i].1;
+                s.swap(lt, i);
+                lt += 1;
+                i += 1;
+            } else if v > pivot {
+                gt -= 1;
+                s.swap(i, gt);
+            } else {
+                we += s[i].1;
+                i += 1;
+            }
+        }
+        if (below + wl >= half || exact(below + wl)) && lt > lo {
+            hi = lt;
+            above = Some(pivot);
+        } else if below + wl + we >= half || gt == hi {
+            let acc = below + wl + we;
+            if exact(acc) {
+                let next = s[gt..hi]
+                    .iter()
+                    .map(|p| p.0)
+                    .fold(above, |m, v| Some(m.map_or(v, |m: f64| m.min(v))));
+                if let Some(nx) = next {
+                    return 0.5 * (pivot + nx);
+                }
+            }
+            return pivot;
+        } else {
+            below += wl + we;
+            lo = gt;
         }
     }
-    scratch[scratch.len() - 1].0
 }
 
 /// Maximum-likelihood origin time (s, same zero as `e`) for residuals before origin time
@@ -194,6 +257,7 @@ pub struct Scratch {
     e: Vec<f64>,
     pairs: Vec<(f64, f64)>,
     w: Vec<f64>,
+    zero_grad: Vec<[f64; 3]>,
 }
 
 impl Likelihood {
@@ -251,6 +315,99 @@ impl Likelihood {
     /// True when there are no observations.
     pub fn is_empty(&self) -> bool {
         self.t_obs_s.is_empty()
+    }
+
+    /// ln L and the origin time at one hypocentre from its traveltimes alone (what Metropolis
+    /// steps and grid searches need): the value of [`Likelihood::eval`] without the gradient.
+    pub fn eval_value(&self, t_s: &[f64], s: &mut Scratch) -> (f64, f64) {
+        if self.kind == LikelihoodKind::Edt || self.mode == OriginTimeMode::Differential {
+            // pair forms: the gradient is a small part of their cost; reuse the full path
+            s.zero_grad.resize(t_s.len(), [0.0; 3]);
+            let g = std::mem::take(&mut s.zero_grad);
+            let l = self.eval(t_s, &g, s);
+            s.zero_grad = g;
+            return (l.value, l.t0_s);
+        }
+        s.e.clear();
+        s.e.extend(self.t_obs_s.iter().zip(t_s).map(|(o, t)| o - t));
+        let t0 = solve_origin_time(self.kind, &s.e, &self.sigma_s, &mut s.pairs, &mut s.w);
+        let value =
+            -s.e.iter()
+                .zip(&self.sigma_s)
+                .map(|(e, sg)| rho(self.kind, (e - t0) / sg).0)
+                .sum::<f64>();
+        (value, t0)
+    }
+
+    /// ln of the likelihood integrated over the origin time (uniform prior), for the Laplace
+    /// density with a profiled origin time, and the profiled origin time; other forms return
+    /// [`Likelihood::eval_value`]. The integrand is exp(-sum a_i |e_i - t0|), piecewise
+    /// exponential between the sorted e_i, so the integral is exact (segment by segment in
+    /// log-sum-exp form). Profiling (maximising) over t0 instead makes the hypocentre posterior
+    /// too narrow: the 68 % regions held the truth 64 % of the time in the calibration test.
+    pub fn eval_marginal_value(&self, t_s: &[f64], s: &mut Scratch) -> (f64, f64) {
+        if !(self.kind == LikelihoodKind::Laplace && self.mode == OriginTimeMode::Profiled)
+            || t_s.is_empty()
+        {
+            return self.eval_value(t_s, s);
+        }
+        let sq2 = std::f64::consts::SQRT_2;
+        s.pairs.clear();
+        s.pairs.extend(
+            self.t_obs_s
+                .iter()
+                .zip(t_s)
+                .zip(&self.sigma_s)
+                .map(|((o, t), sg)| (o - t, sq2 / sg)),
+        );
+        s.pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let p = &s.pairs;
+        let n = p.len();
+        let total: f64 = p.iter().map(|x| x.1).sum();
+        // f (the misfit sum a_i |e_i - t0|) at every knot e_k, walking the slopes; its least
+        // knot value is the profiled misfit and that knot the profiled origin time
+        s.w.clear();
+        let mut f = p.iter().map(|x| x.1 * (x.0 - p[0].0)).sum::<f64>();
+        s.w.push(f);
+        let mut cum = 0.0;
+        for k in 0..n - 1 {
+            cum += p[k].1;
+            f += (2.0 * cum - total) * (p[k + 1].0 - p[k].0);
+            s.w.push(f);
+        }
+        let (kmin, fmin) =
+            s.w.iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f64::INFINITY),
+                    |b, (k, v)| if v < b.1 { (k, v) } else { b },
+                );
+        if !fmin.is_finite() {
+            return (f64::NEG_INFINITY, p[kmin].0);
+        }
+        let t0 = p[kmin].0;
+        // integral of exp(-(f - fmin)): tails exp(-f)/A, and on each segment with slope c the
+        // exact (E_k - E_k+1) / c with E = exp(-(f - fmin)), one exp per knot
+        let mut e_prev = (fmin - s.w[0]).exp();
+        let mut sum = e_prev / total;
+        cum = 0.0;
+        for k in 0..n - 1 {
+            cum += p[k].1;
+            let c = 2.0 * cum - total;
+            let l = p[k + 1].0 - p[k].0;
+            let e_next = (fmin - s.w[k + 1]).exp();
+            let x = c.abs() * l;
+            sum += if x < 1e-6 {
+                // nearly flat: the difference would cancel; second-order series instead
+                e_prev.max(e_next) * l * (1.0 - 0.5 * x)
+            } else {
+                (e_prev - e_next).abs() / c.abs()
+            };
+            e_prev = e_next;
+        }
+        sum += e_prev / total;
+        (sum.ln() - fmin, t0)
     }
 
     /// ln L and gradient at one hypocentre from its traveltimes `t_s[i]` and gradients.
@@ -377,6 +534,120 @@ mod tests {
             3.0
         );
         assert_eq!(weighted_median(&[1.0, 2.0], &[1.0, 1.0], &mut s), 1.5);
+    }
+
+    /// The selection-based weighted median equals the sorted-cumulative definition, ties and
+    /// exact halves included.
+    #[test]
+    fn weighted_median_selection_matches_sorting() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let reference = |v: &[f64], w: &[f64]| -> f64 {
+            let mut p: Vec<(f64, f64)> = v.iter().copied().zip(w.iter().copied()).collect();
+            p.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let total: f64 = p.iter().map(|x| x.1).sum();
+            let mut acc = 0.0;
+            for (i, &(x, wi)) in p.iter().enumerate() {
+                acc += wi;
+                if acc >= 0.5 * total {
+                    if (acc - 0.5 * total).abs() < 1e-12 * total && i + 1 < p.len() {
+                        return 0.5 * (x + p[i + 1].0);
+                    }
+                    return x;
+                }
+            }
+            p[p.len() - 1].0
+        };
+        let mut s = Vec::new();
+        for case in 0..3000 {
+            let n = rng.gen_range(1..60);
+            // integer values and weights make ties and exact halves common
+            let v: Vec<f64> = (0..n)
+                .map(|_| {
+                    if case % 2 == 0 {
+                        rng.gen_range(0..8) as f64
+                    } else {
+                        rng.gen::<f64>()
+                    }
+                })
+                .collect();
+            let w: Vec<f64> = (0..n)
+                .map(|_| {
+                    if case % 3 == 0 {
+                        1.0
+                    } else {
+                        rng.gen_range(1..5) as f64
+                    }
+                })
+                .collect();
+            let (a, b) = (weighted_median(&v, &w, &mut s), reference(&v, &w));
+            assert!(
+                (a - b).abs() < 1e-12,
+                "case {case}: {a} vs {b} for {v:?} {w:?}"
+            );
+        }
+    }
+
+    /// The values-only path gives the value and origin time of the full one.
+    #[test]
+    fn eval_value_matches_eval() {
+        let n = 9;
+        let t_obs: Vec<f64> = (0..n).map(|i| 2.0 + 0.4 * i as f64).collect();
+        let sig: Vec<f64> = (0..n).map(|i| 0.05 + 0.01 * i as f64).collect();
+        let tt: Vec<f64> = (0..n)
+            .map(|i| 1.1 + 0.41 * i as f64 + 0.03 * (i as f64).sin())
+            .collect();
+        let g = vec![[0.1, 0.2, 0.05]; n];
+        for kind in [
+            LikelihoodKind::Laplace,
+            LikelihoodKind::Huber,
+            LikelihoodKind::Edt,
+        ] {
+            for mode in [OriginTimeMode::Profiled, OriginTimeMode::Differential] {
+                let lik = Likelihood::new(kind, mode, t_obs.clone(), sig.clone(), 500);
+                let mut sc = Scratch::default();
+                let full = lik.eval(&tt, &g, &mut sc);
+                let (v, t0) = lik.eval_value(&tt, &mut sc);
+                assert!(
+                    (v - full.value).abs() < 1e-9,
+                    "{kind:?} {mode:?}: {v} vs {}",
+                    full.value
+                );
+                assert!((t0 - full.t0_s).abs() < 1e-12, "{kind:?} {mode:?}");
+            }
+        }
+    }
+
+    /// The origin-time marginal matches a numerical integral of the Laplace likelihood.
+    #[test]
+    fn laplace_marginal_matches_quadrature() {
+        let n = 7;
+        let t_obs: Vec<f64> = (0..n).map(|i| 2.0 + 0.4 * i as f64).collect();
+        let sig: Vec<f64> = (0..n).map(|i| 0.05 + 0.02 * i as f64).collect();
+        let tt: Vec<f64> = (0..n)
+            .map(|i| 1.1 + 0.41 * i as f64 + 0.05 * (i as f64 * 1.7).sin())
+            .collect();
+        let lik = Likelihood::new(
+            LikelihoodKind::Laplace,
+            OriginTimeMode::Profiled,
+            t_obs.clone(),
+            sig.clone(),
+            500,
+        );
+        let mut sc = Scratch::default();
+        let (v, _) = lik.eval_marginal_value(&tt, &mut sc);
+        // trapezoid over t0 in [0, 2] s at 1 us
+        let h = 1e-6;
+        let mut sum = 0.0;
+        for k in 0..=2_000_000 {
+            let t0 = k as f64 * h;
+            let f: f64 = (0..n)
+                .map(|i| std::f64::consts::SQRT_2 * (t_obs[i] - tt[i] - t0).abs() / sig[i])
+                .sum();
+            sum += (-f).exp() * if k == 0 || k == 2_000_000 { 0.5 } else { 1.0 };
+        }
+        let q = (sum * h).ln();
+        assert!((v - q).abs() < 1e-6, "closed form {v} vs quadrature {q}");
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub struct LocateConfig {
     /// Adam learning rate in whitened units (posterior standard deviations).
     pub step: f64,
     /// Convergence: largest change of the particle mean (in ensemble standard deviations)
-    /// over 10 iterations; the covariance may change by twice this, relative.
+    /// over 5 iterations; the covariance may change by twice this, relative.
     pub tolerance: f64,
     /// Metropolis steps per particle after SVGD (0 = pure SVGD). SVGD with few particles
     /// under-disperses; these exact-target steps restore the spread (see the calibration test).
@@ -149,7 +149,7 @@ impl Default for LocateConfig {
             model_error_max_s: 2.0,
             n_particles: 96,
             max_iterations: 300,
-            min_iterations: 30,
+            min_iterations: 20,
             step: 0.1,
             tolerance: 0.03,
             mh_steps: 30,

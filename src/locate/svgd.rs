@@ -14,6 +14,9 @@ use super::{LocateConfig, LocateError, Observation, Posterior, SearchBox};
 use crate::domain::LocalPoint;
 use crate::traveltime::{Receiver, TimeAndGradient, TraveltimeModel};
 
+/// SVGD iterations between convergence checks; two calm checks in a row stop it.
+const CHECK_EVERY: usize = 5;
+
 struct Target<'a> {
     model: &'a dyn TraveltimeModel,
     receivers: Vec<Receiver>,
@@ -21,6 +24,7 @@ struct Target<'a> {
     config: &'a LocateConfig,
     bbox: SearchBox,
     buf: Vec<TimeAndGradient>,
+    tbuf: Vec<f64>,
     t: Vec<f64>,
     g: Vec<[f64; 3]>,
     sc: Scratch,
@@ -48,6 +52,11 @@ impl Target<'_> {
                 g[2] -= u / dp.sigma_km;
             }
             let b = &self.bbox;
+            if !(v.is_finite() && g.iter().all(|c| c.is_finite())) {
+                // a failed traveltime is no evidence: reject the point, move nothing
+                v = f64::NEG_INFINITY;
+                g = [0.0; 3];
+            }
             if x[0] < b.x_min_km
                 || x[0] > b.x_max_km
                 || x[1] < b.y_min_km
@@ -58,6 +67,41 @@ impl Target<'_> {
                 v = f64::NEG_INFINITY;
             }
             out.push((v, g, l.t0_s));
+        }
+        Ok(out)
+    }
+}
+
+impl Target<'_> {
+    /// Log posterior with the origin time integrated out (Laplace; other forms as in `eval`)
+    /// and the profiled origin time at every point, traveltimes only: the Metropolis target.
+    fn eval_values(&mut self, xs: &[[f64; 3]]) -> Result<Vec<(f64, f64)>, LocateError> {
+        let n = self.receivers.len();
+        let src: Vec<LocalPoint> = xs.iter().map(|p| LocalPoint::from_array(*p)).collect();
+        self.tbuf.resize(src.len() * n, 0.0);
+        self.model
+            .batch_times(&src, &self.receivers, &mut self.tbuf)?;
+        let mut out = Vec::with_capacity(xs.len());
+        for (i, x) in xs.iter().enumerate() {
+            let (mut v, t0) = self
+                .lik
+                .eval_marginal_value(&self.tbuf[i * n..(i + 1) * n], &mut self.sc);
+            if let Some(dp) = self.config.depth_prior {
+                let u = (x[2] - dp.mean_km) / dp.sigma_km;
+                v -= 0.5 * u * u;
+            }
+            let b = &self.bbox;
+            if !v.is_finite()
+                || x[0] < b.x_min_km
+                || x[0] > b.x_max_km
+                || x[1] < b.y_min_km
+                || x[1] > b.y_max_km
+                || x[2] < b.z_min_km
+                || x[2] > b.z_max_km
+            {
+                v = f64::NEG_INFINITY;
+            }
+            out.push((v, t0));
         }
         Ok(out)
     }
@@ -150,6 +194,7 @@ pub fn run(
         config,
         bbox: *bbox,
         buf: Vec::new(),
+        tbuf: Vec::new(),
         t: vec![0.0; n_obs],
         g: vec![[0.0; 3]; n_obs],
         sc: Scratch::default(),
@@ -271,7 +316,7 @@ pub fn run(
         evals = target.eval(&xs)?;
         // Convergence is judged on the ensemble, not single particles: the robust likelihood's
         // gradient is discontinuous, so particles jitter while the distribution is settled.
-        if (it + 1) % 10 == 0 {
+        if (it + 1) % CHECK_EVERY == 0 {
             let (m, c) = mean_cov(&us);
             if let Some((pm, pc)) = last_moments {
                 let dm = (0..3).map(|k| (m[k] - pm[k]).abs()).fold(0.0, f64::max);
@@ -300,6 +345,10 @@ pub fn run(
     let mut accepted = 0usize;
     let mut proposed = 0usize;
     if config.mh_steps > 0 {
+        // the exact target (origin time marginalised), not SVGD's profiled one
+        for (e, v) in evals.iter_mut().zip(target.eval_values(&xs)?) {
+            *e = (v.0, [0.0; 3], v.1);
+        }
         let (_, c) = mean_cov(&xs);
         let scale = 2.38 / 3f64.sqrt();
         let lp = (to_mat(&c) * scale * scale + Matrix3::identity() * 1e-8)
@@ -319,13 +368,14 @@ pub fn run(
                     [x[0] + d[0], x[1] + d[1], x[2] + d[2]]
                 })
                 .collect();
-            let pe = target.eval(&props)?;
+            let pe = target.eval_values(&props)?;
             for i in 0..np {
                 proposed += 1;
                 let a = pe[i].0 - evals[i].0;
                 if a >= 0.0 || rng.gen::<f64>().ln() < a {
                     xs[i] = props[i];
-                    evals[i] = pe[i];
+                    // the gradient is not used after SVGD
+                    evals[i] = (pe[i].0, [0.0; 3], pe[i].1);
                     accepted += 1;
                 }
             }

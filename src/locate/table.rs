@@ -181,6 +181,34 @@ impl RadialTableModel {
         Some((v, vr / g.dr_km, vz / g.dz_km))
     }
 
+    /// Interpolated tau only (no derivatives), for values-only queries.
+    #[inline]
+    fn lookup_value(&self, t: &Table, r: f64, zs: f64) -> Option<f64> {
+        let g = &self.grid;
+        let (nr, nz) = (g.nr(), g.nz());
+        let fr = r / g.dr_km;
+        let fz = (zs - g.z_min_km) / g.dz_km;
+        if !(fr >= 0.0 && fz >= 0.0) || fr > (nr - 1) as f64 || fz > (nz - 1) as f64 {
+            return None;
+        }
+        let ir = (fr.floor() as usize).min(nr - 2);
+        let iz = (fz.floor() as usize).min(nz - 2);
+        let (wr, _) = cr(fr - ir as f64);
+        let (wz, _) = cr(fz - iz as f64);
+        let mut v = 0.0;
+        for a in 0..4 {
+            let jz = (iz + a).saturating_sub(1).min(nz - 1);
+            let row = &t.tau[jz * nr..(jz + 1) * nr];
+            let mut s = 0.0;
+            for b in 0..4 {
+                let jr = ((ir + b) as isize - 1).unsigned_abs().min(nr - 1);
+                s += wr[b] * row[jr];
+            }
+            v += wz[a] * s;
+        }
+        Some(v)
+    }
+
     #[inline]
     fn eval_table(&self, t: &Table, s: LocalPoint, r: LocalPoint) -> Option<TimeAndGradient> {
         // sqrt, not hypot: hypot's overflow care costs more than the whole interpolation
@@ -270,6 +298,35 @@ impl TraveltimeModel for RadialTableModel {
         }
         Ok(())
     }
+    fn batch_times(
+        &self,
+        sources: &[LocalPoint],
+        receivers: &[Receiver],
+        out: &mut [f64],
+    ) -> Result<(), TraveltimeError> {
+        if out.len() != sources.len() * receivers.len() {
+            return Err(TraveltimeError::Other("output buffer size".into()));
+        }
+        let tabs: Vec<Option<&Table>> = receivers
+            .iter()
+            .map(|r| self.tables.get(&(r.phase, depth_key(r.position.z_km))))
+            .collect();
+        for (i, s) in sources.iter().enumerate() {
+            for (j, r) in receivers.iter().enumerate() {
+                let (dx, dy) = (s.x_km - r.position.x_km, s.y_km - r.position.y_km);
+                let rh = (dx * dx + dy * dy).sqrt();
+                let tab = tabs[j].and_then(|t| {
+                    let dzz = s.z_km - t.zr_km;
+                    Some((rh * rh + dzz * dzz).sqrt() * self.lookup_value(t, rh, s.z_km)?)
+                });
+                out[i * receivers.len() + j] = match tab {
+                    Some(v) => v,
+                    None => self.inner.traveltime_s(r.phase, *s, r.position)?,
+                };
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +382,23 @@ mod tests {
             worst.0,
             worst.1
         );
+        // the values-only batch gives the batch's times, inside and outside the table
+        let srcs: Vec<LocalPoint> = (0..40)
+            .map(|k| {
+                LocalPoint::new(
+                    -70.0 + 4.7 * k as f64,
+                    13.0 - 0.9 * k as f64,
+                    0.97 * k as f64,
+                )
+            })
+            .collect();
+        let mut full = vec![TimeAndGradient::default(); srcs.len() * recs.len()];
+        let mut times = vec![0.0; srcs.len() * recs.len()];
+        tab.batch_with_gradient(&srcs, &recs, &mut full).unwrap();
+        tab.batch_times(&srcs, &recs, &mut times).unwrap();
+        for (f, t) in full.iter().zip(&times) {
+            assert!((f.t_s - t).abs() < 1e-12, "{} vs {t}", f.t_s);
+        }
         // outside the table the inner model answers exactly
         let far = LocalPoint::new(500.0, 0.0, 10.0);
         let a = inner.traveltime_s(Phase::P, far, recs[0].position).unwrap();

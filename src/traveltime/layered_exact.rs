@@ -435,6 +435,14 @@ impl LayeredExact {
             return (r / v, 1.0 / v, 0.0, 0.0);
         }
         let i1 = self.index_above(zb);
+        if i0 == i1 {
+            // one layer: a straight ray in closed form. Newton in tan(angle) would be ill
+            // posed here when zb - zt is tiny against r (a source level with the station:
+            // t ~ r / dz ~ 1e15), and rounding in v / vmax made X(t) saturate below r.
+            let (dz, u) = (zb - zt, tab.u[i0]);
+            let d = r.hypot(dz);
+            return (d * u, u * r / d, -u * dz / d, u * dz / d);
+        }
         let thick = |i: usize| zb.min(self.bottom(i)) - zt.max(self.top(i));
         let mut vmax = 0.0f64;
         for i in i0..=i1 {
@@ -454,7 +462,9 @@ impl LayeredExact {
             let mut dx = 0.0;
             for i in i0..=i1 {
                 let h = thick(i);
-                let a = tab.v[i] * inv_vmax;
+                // a division, so the fastest layer gets a = 1 and b = 0 exactly: with
+                // b ~ 1e-16 X(t) saturates for tiny h and Newton runs t to infinity (NaN)
+                let a = tab.v[i] / vmax;
                 let b = (1.0 - a) * (1.0 + a);
                 let q = 1.0 / (1.0 + b * t * t).sqrt();
                 x += h * a * t * q;
@@ -487,7 +497,7 @@ impl LayeredExact {
         let c = 1.0 / (1.0 + t * t).sqrt(); // cos of the angle in the fastest layer
         let p = t * c * inv_vmax;
         let eta_of = |i: usize| {
-            let a = tab.v[i] * inv_vmax;
+            let a = tab.v[i] / vmax;
             let b = (1.0 - a) * (1.0 + a);
             (1.0 + b * t * t).sqrt() * c * tab.u[i]
         };
@@ -768,6 +778,30 @@ mod tests {
         }
         // every kind of path must have been exercised, or the comparison proves little
         assert!(kinds.iter().all(|&k| k >= 20), "path kinds {kinds:?}");
+    }
+
+    /// Issue 4 regression: a source a few ulp below a receiver above the model top (the
+    /// locator's box top is the highest station) gave NaN for velocities whose reciprocal
+    /// rounds (the demo region's vs = 3.1791907...), and the NaN misfit won the locator's grid.
+    #[test]
+    fn issue4_source_level_with_receiver_gives_straight_ray() {
+        let vs = 3.179190751445087;
+        let m = LayeredExact::new(model(&[
+            (0.0, 5.5, vs),
+            (5.5, 6.3, 3.64),
+            (16.0, 6.7, 3.87),
+        ]));
+        for &(r, dz) in &[(4.15, 3e-15), (4.15, -3e-15), (0.3, 1e-13), (60.0, 1e-9)] {
+            let zr = -2.48;
+            let a = m.radial_arrival(Phase::S, r, zr + dz, zr).unwrap();
+            let d = r.hypot(dz);
+            assert!((a.t_s - d / vs).abs() < 1e-12, "r {r} dz {dz}: {a:?}");
+            assert!((a.dt_dr_s_per_km - r / (d * vs)).abs() < 1e-12, "{a:?}");
+            assert!(
+                a.dt_dzs_s_per_km.is_finite() && a.dt_dzs_s_per_km.abs() < 1e-6,
+                "{a:?}"
+            );
+        }
     }
 
     #[test]

@@ -116,6 +116,24 @@ pub trait TraveltimeModel: Send + Sync {
         }
         Ok(())
     }
+
+    /// Traveltimes only, s, for all (source, receiver) pairs in the layout of
+    /// [`TraveltimeModel::batch_with_gradient`]. The locator's Metropolis steps and grid need no
+    /// gradients; a model whose gradient costs extra overrides this. The default goes through
+    /// `batch_with_gradient`, so batched models (the network evaluator) keep their speed.
+    fn batch_times(
+        &self,
+        sources: &[LocalPoint],
+        receivers: &[Receiver],
+        out: &mut [f64],
+    ) -> Result<(), TraveltimeError> {
+        let mut full = vec![TimeAndGradient::default(); out.len()];
+        self.batch_with_gradient(sources, receivers, &mut full)?;
+        for (o, f) in out.iter_mut().zip(&full) {
+            *o = f.t_s;
+        }
+        Ok(())
+    }
 }
 
 /// Converts a cylindrically symmetric answer (T, dT/dr, dT/dz_source) into the Cartesian
