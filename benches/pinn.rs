@@ -184,7 +184,7 @@ fn main() {
         }
     }
     for (hidden, inputs) in [
-        (vec![16; 3], InputKind::Radial1d),
+        (vec![16; 4], InputKind::Radial1d),
         (vec![32; 4], InputKind::Radial1d),
         (vec![48; 4], InputKind::Radial1d),
         (vec![64; 4], InputKind::Radial1d),

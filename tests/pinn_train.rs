@@ -250,7 +250,7 @@ fn save_and_reload_give_bit_identical_outputs() {
 
 /// A small fast model trained here must meet loose accuracy thresholds against the analytic
 /// oracle (the shipped goal is RMAE 0.2 % / p99 20 ms; this 2 x 24-wide net with 600 steps of
-/// 512 points is held to RMAE 1 % and p99 250 ms on times up to ~20 s, enough to catch a broken
+/// 512 points is held to RMAE 1 % and p99 500 ms on times up to ~20 s, enough to catch a broken
 /// loss, sampler or evaluator, which give errors of tens of percent). Its background medium
 /// equals the true one, so tau = 1 is the exact answer: the residual error is the optimiser's
 /// (Adam on an MLP plateaus near 0.5 %; a plain numpy MLP shows the same plateau).
@@ -265,7 +265,7 @@ fn small_model_meets_check_thresholds() {
         for p in &rep.phases {
             assert!(p.rmae < 0.01, "{mode:?} {}: RMAE {}", p.phase, p.rmae);
             assert!(
-                p.p99_abs_s < 0.25,
+                p.p99_abs_s < 0.5,
                 "{mode:?} {}: p99 {} s",
                 p.phase,
                 p.p99_abs_s

@@ -161,11 +161,31 @@ impl Sampler<'_> {
         let geos: Vec<Geo> = (0..n)
             .map(|i| self.draw_geometry(phases[i % phases.len()], rng))
             .collect();
-        let refs: Vec<_> = geos
+        let mut geos = geos;
+        let mut refs: Vec<_> = geos
             .par_iter()
             .map(|g| self.reference.traveltime_and_gradient(g.phase, g.s, g.r))
             .collect::<Result<_, _>>()
             .map_err(|e| TrainError::Reference(e.to_string()))?;
+        // one non-finite reference would turn the whole loss into NaN: redraw such points
+        for i in 0..n {
+            let mut tries = 0;
+            while !(refs[i].t_s.is_finite() && refs[i].grad_s_per_km.iter().all(|g| g.is_finite()))
+            {
+                tries += 1;
+                if tries > 100 {
+                    return Err(TrainError::Reference(format!(
+                        "non-finite reference traveltime at {:?} -> {:?}",
+                        geos[i].s, geos[i].r
+                    )));
+                }
+                geos[i] = self.draw_geometry(geos[i].phase, rng);
+                refs[i] = self
+                    .reference
+                    .traveltime_and_gradient(geos[i].phase, geos[i].s, geos[i].r)
+                    .map_err(|e| TrainError::Reference(e.to_string()))?;
+            }
+        }
         let nc = self.inputs.n_coords();
         let d_in = nc + usize::from(self.phase_mode == PhaseMode::Input);
         let k = nc;
