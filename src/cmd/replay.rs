@@ -122,18 +122,6 @@ fn station_config(a: &RegionArgs, s: &Setup) -> anyhow::Result<ResolvedStationCo
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (setup, model) = a.engine.open(a.max_depth)?;
     let station = station_config(&a.engine, &setup)?;
-    let options = PickOptions {
-        default_uncertainty_s: a.default_uncertainty,
-    };
-    let archive = read_archive(&a.picks, &options, &a.default_network)
-        .with_context(|| format!("reading picks {}", a.picks.display()))?;
-    let t = std::time::Instant::now();
-    let mut acfg = engine::associator_config(&station);
-    if let Some([p, s, r]) = a.tolerance {
-        acfg.tolerance_p_s = p;
-        acfg.tolerance_s_s = s;
-        acfg.tolerance_relative = r;
-    }
     let service_terms = match &a.terms {
         Some(p) => {
             let (t, unknown) = engine::load_static_terms(p, &station)
@@ -149,6 +137,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let options = PickOptions {
+        default_uncertainty_s: a.default_uncertainty,
+    };
+    let archive = read_archive(&a.picks, &options, &a.default_network)
+        .with_context(|| format!("reading picks {}", a.picks.display()))?;
+    let t = std::time::Instant::now();
+    let mut acfg = engine::associator_config(&station);
+    if let Some([p, s, r]) = a.tolerance {
+        acfg.tolerance_p_s = p;
+        acfg.tolerance_s_s = s;
+        acfg.tolerance_relative = r;
+    }
     let terms = match a.station_terms {
         Some(kind) => {
             let c = TermsConfig {

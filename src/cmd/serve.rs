@@ -148,7 +148,7 @@ async fn serve(
         daemon::engine::associator_config(&config.station),
         terms,
     )
-        .map_err(|e| anyhow::anyhow!("building the associator and locator: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("building the associator and locator: {e}"))?;
     let codes: Vec<_> = config
         .station
         .inventory
