@@ -63,6 +63,9 @@ pub enum ReplayError {
     /// A publisher could not be set up or write.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// Station terms could not be estimated or written.
+    #[error(transparent)]
+    Terms(#[from] crate::locate::station_terms::StationTermsError),
     /// A pipeline thread could not be started.
     #[error("replay internals: {0}")]
     Internal(String),
@@ -158,7 +161,7 @@ pub fn read_archive(
 }
 
 /// What a replay does besides the pipeline settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ReplayConfig {
     /// Feeding pace.
     pub speed: Speed,
@@ -170,6 +173,12 @@ pub struct ReplayConfig {
     pub limits: PickLimits,
     /// Output folder.
     pub out_dir: PathBuf,
+    /// Station terms to estimate from the replayed catalog's final origins, relocating the
+    /// final events with them (`None`: no terms pass).
+    pub terms: Option<crate::locate::station_terms::TermsConfig>,
+    /// Terms the service's locator already applied in the replay (the terms passes start
+    /// from them).
+    pub start_terms: Option<crate::locate::station_terms::StationTerms>,
 }
 
 /// Live counters for a progress display, updated while the replay runs.
@@ -219,6 +228,9 @@ pub struct ReplaySummary {
     pub origins: usize,
     /// Wall time of the replay, s.
     pub wall_s: f64,
+    /// With station terms: each pass (0 = the replay's own final origins) and how many
+    /// final events the last pass relocated (the rows of the terms catalog).
+    pub terms: Option<(Vec<crate::locate::station_terms::PassStats>, usize)>,
 }
 
 /// Counts published origins for [`Progress`] (a publisher like any other).
@@ -447,6 +459,7 @@ pub fn replay(
         .map(|s| s.code.clone())
         .collect();
     let (tx, rx) = crossbeam::channel::bounded::<IngestedPick>(config.pipeline.pick_queue);
+    let locator = engine.locator.clone();
     let pipeline = Pipeline {
         config: config.pipeline.clone(),
         store: store.clone(),
@@ -482,8 +495,19 @@ pub fn replay(
     drop(tx);
     pipeline.join();
 
-    let (events, origins) = write_catalogs(&store, out, &events_dir)?;
+    let (events, finals, origins) = write_catalogs(&store, out, &events_dir)?;
     write_rejected(&out.join(REJECTED_CSV), &rejected)?;
+    let terms = match &config.terms {
+        Some(tc) => Some(terms_pass(
+            station,
+            locator.as_ref(),
+            &finals,
+            tc,
+            config.start_terms.as_ref(),
+            out,
+        )?),
+        None => None,
+    };
     Ok(ReplaySummary {
         picks_read: archive.picks.len(),
         picks_replayed: n_fed,
@@ -497,7 +521,89 @@ pub fn replay(
             .count(),
         origins,
         wall_s: started.elapsed().as_secs_f64(),
+        terms,
     })
+}
+
+/// Catalog of the replay's own final origins when a terms pass rewrites `catalog.csv`.
+pub const PIPELINE_CATALOG_CSV: &str = "catalog_pipeline.csv";
+/// QuakeML of the replay's own final origins when a terms pass rewrites `catalog.xml`.
+pub const PIPELINE_CATALOG_QUAKEML: &str = "catalog_pipeline.xml";
+/// Station terms estimated by a terms pass (static CSV, or the SSST residual table).
+pub const STATION_TERMS_CSV: &str = "station_terms.csv";
+
+/// Estimates station terms from the final origins (`finals`: one origin each, time order)
+/// and relocates the final events with them through the service's locator
+/// ([`relocate_with_terms`](crate::locate::station_terms::relocate_with_terms)); the replay's
+/// own catalog moves to [`PIPELINE_CATALOG_CSV`] / [`PIPELINE_CATALOG_QUAKEML`], the
+/// relocated pass becomes [`CATALOG_CSV`] / [`CATALOG_QUAKEML`] (events the last pass could not
+/// locate are left out), and the terms go to [`STATION_TERMS_CSV`].
+fn terms_pass(
+    station: &ResolvedStationConfig,
+    locator: &dyn crate::daemon::pipeline::Locator,
+    finals: &[Event],
+    config: &crate::locate::station_terms::TermsConfig,
+    start: Option<&crate::locate::station_terms::StationTerms>,
+    out: &Path,
+) -> Result<(Vec<crate::locate::station_terms::PassStats>, usize), ReplayError> {
+    use crate::daemon::pipeline::LocateRequest;
+    use crate::locate::station_terms::{relocate_with_terms, LocatedEvent};
+    let ids: Vec<String> = finals.iter().map(|e| e.id.clone()).collect();
+    let run = relocate_with_terms(&ids, &station.frame, config, start, |i, c| {
+        let e = &finals[i];
+        // Without starting terms the first pass is the replay itself: its final origin
+        // came from the same picks, seed and (absent) corrections.
+        let origin = if c.is_none() {
+            Some(e.origins[0].clone())
+        } else {
+            let request = LocateRequest {
+                event_id: e.id.clone(),
+                picks: e.picks.clone(),
+                is_final: true,
+            };
+            match locator.locate_corrected(&request, c) {
+                Ok(l) => Some(l.origin),
+                Err(err) => {
+                    tracing::info!(event = %e.id, "not relocated with station terms: {err}");
+                    None
+                }
+            }
+        };
+        let located = origin
+            .as_ref()
+            .map(|o| LocatedEvent::from_origin(&e.id, o, &|n, s, p| c.correction_s(n, s, p)));
+        (origin, located)
+    })?;
+    let relocated: Vec<Event> = finals
+        .iter()
+        .zip(run.outcomes)
+        .filter_map(|(e, o)| {
+            let mut o = o?;
+            let before = &e.origins[0];
+            o.id = format!("{}/terms", before.id);
+            o.version = before.version;
+            o.is_final = before.is_final;
+            Some(Event {
+                id: e.id.clone(),
+                picks: e.picks.clone(),
+                origins: vec![o],
+                preferred_origin: Some(0),
+            })
+        })
+        .collect();
+    let rename = |from: &str, to: &str| {
+        std::fs::rename(out.join(from), out.join(to)).map_err(|source| ReplayError::Io {
+            path: out.join(from),
+            source,
+        })
+    };
+    rename(CATALOG_CSV, PIPELINE_CATALOG_CSV)?;
+    rename(CATALOG_QUAKEML, PIPELINE_CATALOG_QUAKEML)?;
+    write_catalog_files(&relocated, out)?;
+    if let Some(t) = &run.terms {
+        t.write_path(&out.join(STATION_TERMS_CSV))?;
+    }
+    Ok((run.passes, relocated.len()))
 }
 
 /// The archive column an ingest rejection is about.
@@ -520,7 +626,7 @@ fn write_catalogs(
     store: &Store,
     out: &Path,
     events_dir: &Path,
-) -> Result<(Vec<Event>, usize), ReplayError> {
+) -> Result<(Vec<Event>, Vec<Event>, usize), ReplayError> {
     let mut events = Vec::new();
     let mut origins = 0;
     for id in store.event_ids()? {
@@ -554,6 +660,12 @@ fn write_catalogs(
         let t = |e: &Event| e.origins[0].time;
         t(a).cmp(&t(b)).then_with(|| a.id.cmp(&b.id))
     });
+    write_catalog_files(&finals, out)?;
+    Ok((events, finals, origins))
+}
+
+/// Writes `catalog.csv` and `catalog.xml` of events holding one origin each.
+fn write_catalog_files(finals: &[Event], out: &Path) -> Result<(), ReplayError> {
     let rows: Vec<CatalogRow> = finals.iter().filter_map(CatalogRow::from_event).collect();
     let csv_path = out.join(CATALOG_CSV);
     let f = std::fs::File::create(&csv_path).map_err(|source| ReplayError::Io {
@@ -567,9 +679,9 @@ fn write_catalogs(
         path: xml_path.clone(),
         source,
     })?;
-    crate::catalog::quakeml::write_quakeml(std::io::BufWriter::new(f), &finals)
+    crate::catalog::quakeml::write_quakeml(std::io::BufWriter::new(f), finals)
         .map_err(|e| e.in_file(&xml_path))?;
-    Ok((events, origins))
+    Ok(())
 }
 
 fn write_rejected(path: &Path, rejected: &[Rejected]) -> Result<(), ReplayError> {

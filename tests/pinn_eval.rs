@@ -145,7 +145,11 @@ fn unit_tau_reproduces_the_background_medium() {
         );
         let m = PinnModel::load(dir.path()).unwrap();
         for i in 0..40 {
-            let s = LocalPoint::new(-30.0 + 1.7 * i as f64, 12.0 - 0.9 * i as f64, 0.7 * i as f64);
+            let s = LocalPoint::new(
+                -30.0 + 1.7 * i as f64,
+                12.0 - 0.9 * i as f64,
+                0.7 * i as f64,
+            );
             let r = LocalPoint::new(5.0, -4.0, -0.05 * (i % 7) as f64);
             for p in Phase::ALL {
                 let a = m.traveltime_and_gradient(p, s, r).unwrap();
@@ -165,11 +169,27 @@ fn unit_tau_reproduces_the_background_medium() {
 #[test]
 fn gradient_matches_finite_differences_and_batch_matches_rows() {
     for (inputs, mode, background) in [
-        (InputKind::Radial1d, PhaseMode::Separate, Background::Straight),
+        (
+            InputKind::Radial1d,
+            PhaseMode::Separate,
+            Background::Straight,
+        ),
         (InputKind::Radial1d, PhaseMode::Input, Background::Straight),
-        (InputKind::Cartesian3d, PhaseMode::Separate, Background::Straight),
-        (InputKind::Radial1d, PhaseMode::Separate, gradient_background()),
-        (InputKind::Cartesian3d, PhaseMode::Input, gradient_background()),
+        (
+            InputKind::Cartesian3d,
+            PhaseMode::Separate,
+            Background::Straight,
+        ),
+        (
+            InputKind::Radial1d,
+            PhaseMode::Separate,
+            gradient_background(),
+        ),
+        (
+            InputKind::Cartesian3d,
+            PhaseMode::Input,
+            gradient_background(),
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         write_artifact(dir.path(), inputs, mode, background, false);

@@ -13,6 +13,7 @@ use eikoloc::catalog::PickOptions;
 use eikoloc::config::{ModelBox, ResolvedStationConfig};
 use eikoloc::daemon::{engine, PipelineConfig};
 use eikoloc::ingest::PickLimits;
+use eikoloc::locate::station_terms::{StationTerms, TermsConfig, TermsKind};
 use eikoloc::replay::{read_archive, replay, Progress, ReplayConfig, Speed};
 
 use super::locate::{RegionArgs, Setup};
@@ -55,6 +56,20 @@ pub struct Args {
     /// 1-D model (Ridgecrest: 0.7,1.1,0.03).
     #[arg(long, value_parser = parse_tolerance)]
     pub tolerance: Option<[f64; 3]>,
+    /// After the replay, estimate station terms from its final origins and relocate the
+    /// final events with them: `static` (one correction per station and phase) or `ssst`
+    /// (source-specific). catalog.csv/catalog.xml then hold the relocated pass,
+    /// catalog_pipeline.csv/.xml the replay's own origins, station_terms.csv the terms.
+    #[arg(long)]
+    pub station_terms: Option<TermsKind>,
+    /// Estimate-and-relocate rounds (with --station-terms).
+    #[arg(long, default_value_t = 3)]
+    pub terms_iterations: usize,
+    /// Static station-terms file (`network,station,phase,correction_s,n`) the service's
+    /// locator applies during the replay (as `eikoloc serve --terms`); terms of unknown
+    /// stations are ignored with a warning. With --station-terms the passes start from it.
+    #[arg(long)]
+    pub terms: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -107,6 +122,21 @@ fn station_config(a: &RegionArgs, s: &Setup) -> anyhow::Result<ResolvedStationCo
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (setup, model) = a.engine.open(a.max_depth)?;
     let station = station_config(&a.engine, &setup)?;
+    let service_terms = match &a.terms {
+        Some(p) => {
+            let (t, unknown) = engine::load_static_terms(p, &station)
+                .with_context(|| format!("--terms {}", p.display()))?;
+            if !unknown.is_empty() {
+                eprintln!(
+                    "warning: {}: terms of stations not in the inventory ignored: {}",
+                    p.display(),
+                    unknown.join(", ")
+                );
+            }
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
     let options = PickOptions {
         default_uncertainty_s: a.default_uncertainty,
     };
@@ -119,7 +149,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         acfg.tolerance_s_s = s;
         acfg.tolerance_relative = r;
     }
-    let engine = engine::build_with(&station, model, acfg)
+    let terms = match a.station_terms {
+        Some(kind) => {
+            let c = TermsConfig {
+                kind,
+                iterations: a.terms_iterations,
+                ..TermsConfig::default()
+            };
+            c.validate()?;
+            Some(c)
+        }
+        None => None,
+    };
+    let start_terms = service_terms.clone().map(StationTerms::Static);
+    let engine = engine::build_with_terms(&station, model, acfg, service_terms)
         .map_err(|e| anyhow::anyhow!("building the associator and locator: {e}"))?;
     if !a.quiet {
         eprintln!(
@@ -147,6 +190,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         limits: PickLimits::default(),
         out_dir: a.out.clone(),
+        terms,
+        start_terms,
     };
     let progress = Arc::new(Progress::default());
     let bar = if a.quiet {
@@ -213,5 +258,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         format_args!("{:.1}", s.events_located as f64 / s.wall_s.max(1e-9)),
         a.out.join(eikoloc::replay::CATALOG_CSV).display()
     );
+    if let Some((passes, relocated)) = &s.terms {
+        for p in passes {
+            eprintln!(
+                "terms pass {}: {} located, median RMS {:.3} s, median |correction| {:.3} s",
+                p.pass, p.located, p.median_rms_s, p.median_abs_correction_s
+            );
+        }
+        eprintln!(
+            "relocated {relocated} final events with station terms; terms {}",
+            a.out.join(eikoloc::replay::STATION_TERMS_CSV).display()
+        );
+    }
     Ok(())
 }

@@ -35,6 +35,10 @@ pub struct Args {
     /// Origin stream address (overrides the configuration).
     #[arg(long)]
     stream: Option<SocketAddr>,
+    /// Static station-terms file applied to every located event (overrides the
+    /// configuration's `terms`); terms of unknown stations are ignored with a warning.
+    #[arg(long)]
+    terms: Option<PathBuf>,
 }
 
 fn demo_station_dir() -> PathBuf {
@@ -75,12 +79,31 @@ fn load(args: &Args) -> Result<ResolvedServeConfig> {
     if let Some(a) = args.stream {
         config.stream_addr = a;
     }
+    if let Some(t) = &args.terms {
+        config.terms = Some(t.clone());
+    }
     Ok(config)
 }
 
 /// Runs the subcommand.
 pub fn run(args: Args) -> Result<()> {
     let config = load(&args)?;
+    // Read before anything starts, so a bad file stops the service (and --check) at once.
+    let terms = match &config.terms {
+        Some(p) => {
+            let (t, unknown) = daemon::engine::load_static_terms(p, &config.station)
+                .with_context(|| format!("station terms {}", p.display()))?;
+            if !unknown.is_empty() {
+                eprintln!(
+                    "warning: {}: terms of stations not in the inventory ignored: {}",
+                    p.display(),
+                    unknown.join(", ")
+                );
+            }
+            Some(std::sync::Arc::new(t))
+        }
+        None => None,
+    };
     if args.check {
         println!(
             "{}: ok (region {}, {} stations; ingest {}, stream {}, http {}; store {})",
@@ -105,14 +128,27 @@ pub fn run(args: Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(config, args.demo, args.demo_events))
+    rt.block_on(serve(config, terms, args.demo, args.demo_events))
 }
 
-async fn serve(config: ResolvedServeConfig, demo: bool, demo_events: Option<usize>) -> Result<()> {
+async fn serve(
+    config: ResolvedServeConfig,
+    terms: Option<std::sync::Arc<eikoloc::locate::station_terms::StaticTerms>>,
+    demo: bool,
+    demo_events: Option<usize>,
+) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let addrs = listeners.addresses();
-    let engine = daemon::engine::build(&config.station)
-        .map_err(|e| anyhow::anyhow!("building the associator and locator: {e}"))?;
+    let exact: std::sync::Arc<dyn eikoloc::traveltime::TraveltimeModel> = std::sync::Arc::new(
+        eikoloc::traveltime::LayeredExact::new(config.station.velocity.clone()),
+    );
+    let engine = daemon::engine::build_with_terms(
+        &config.station,
+        exact,
+        daemon::engine::associator_config(&config.station),
+        terms,
+    )
+    .map_err(|e| anyhow::anyhow!("building the associator and locator: {e}"))?;
     let codes: Vec<_> = config
         .station
         .inventory

@@ -211,6 +211,11 @@ pub struct ServeConfig {
     /// Queues and throttling.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// Static station-terms file (`network,station,phase,correction_s,n`, as `eikoloc locate
+    /// --write-terms` or `eikoloc replay --station-terms static` write it), relative to this
+    /// file; its corrections (s) are applied to every event the service locates.
+    #[serde(default)]
+    pub terms: Option<PathBuf>,
 }
 
 /// A service configuration ready to run.
@@ -234,6 +239,9 @@ pub struct ResolvedServeConfig {
     pub stream_capacity: usize,
     /// Queues and throttling.
     pub pipeline: PipelineConfig,
+    /// Static station-terms file, resolved against the configuration's folder (read when
+    /// the engine is built: [`crate::daemon::engine::load_static_terms`]).
+    pub terms: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -362,6 +370,7 @@ impl ServeConfig {
             quakeml_dir: dir.join(&self.publish.quakeml_dir),
             stream_capacity: self.publish.stream_capacity,
             pipeline: self.pipeline.clone(),
+            terms: self.terms.as_ref().map(|t| dir.join(t)),
         })
     }
 }
@@ -381,6 +390,7 @@ impl ResolvedServeConfig {
             quakeml_dir: dir.join("events"),
             stream_capacity: 1024,
             pipeline: PipelineConfig::default(),
+            terms: None,
         }
     }
 }

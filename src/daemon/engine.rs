@@ -12,7 +12,10 @@ use chrono::{DateTime, Utc};
 use crate::associate::{AssocPick, Associator, AssociatorConfig, AssociatorOutput};
 use crate::config::ResolvedStationConfig;
 use crate::domain::{Phase, Pick};
-use crate::locate::event::locate_picks;
+use crate::locate::event::locate_picks_corrected;
+use crate::locate::station_terms::{
+    EventCorrections, SsstConfig, StaticTerms, StationTerms, StationTermsError,
+};
 use crate::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
 use crate::traveltime::{LayeredExact, Receiver, TraveltimeModel};
 
@@ -88,6 +91,17 @@ pub fn build_with(
     locate_model: Arc<dyn TraveltimeModel>,
     acfg: AssociatorConfig,
 ) -> Result<Engine, String> {
+    build_with_terms(station, locate_model, acfg, None)
+}
+
+/// [`build_with`] whose locator applies static station terms (s, subtracted from each
+/// observed time, as [`crate::locate::event::locate_picks_corrected`] does) to every event.
+pub fn build_with_terms(
+    station: &ResolvedStationConfig,
+    locate_model: Arc<dyn TraveltimeModel>,
+    acfg: AssociatorConfig,
+    terms: Option<Arc<StaticTerms>>,
+) -> Result<Engine, String> {
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(station.velocity.clone()));
     let b = station.model_box;
     let top = b
@@ -147,8 +161,47 @@ pub fn build_with(
             station: station.clone(),
             search,
             config,
+            terms,
         }),
     })
+}
+
+/// Reads a static station-terms file (`network,station,phase,correction_s,n`) for the
+/// service. Terms of stations the inventory does not know are dropped with a warning (an
+/// older or wider network's file still applies to the stations it shares); an SSST residual
+/// table is refused (the service applies static terms only); a malformed line is an error
+/// naming file, line and field. Returns the terms and the dropped stations (`NET.STA`).
+pub fn load_static_terms(
+    path: &std::path::Path,
+    station: &ResolvedStationConfig,
+) -> Result<(StaticTerms, Vec<String>), StationTermsError> {
+    // The SSST settings only matter for residual tables, which are refused below.
+    let read = StationTerms::read_path(path, &station.frame, SsstConfig::default(), 1)?;
+    let StationTerms::Static(t) = read else {
+        return Err(StationTermsError::Config(format!(
+            "{}: an SSST residual table; the service applies static terms only \
+             (network,station,phase,correction_s,n)",
+            path.display()
+        )));
+    };
+    let mut terms = (*t).clone();
+    let mut unknown = std::collections::BTreeSet::new();
+    terms.terms.retain(|(net, sta, _), _| {
+        let known = station.inventory.position(net, sta).is_some();
+        if !known {
+            unknown.insert(format!("{net}.{sta}"));
+        }
+        known
+    });
+    let unknown: Vec<String> = unknown.into_iter().collect();
+    if !unknown.is_empty() {
+        tracing::warn!(
+            file = %path.display(),
+            "station terms of stations not in the inventory ignored: {}",
+            unknown.join(", ")
+        );
+    }
+    Ok((terms, unknown))
 }
 
 /// The associator with the service's pick ids and UTC times (Unix seconds on its clock).
@@ -248,6 +301,7 @@ pub struct SvgdLocator {
     station: ResolvedStationConfig,
     search: SearchBox,
     config: LocateConfig,
+    terms: Option<Arc<StaticTerms>>,
 }
 
 /// Picks further than this from an event's median pick time are set aside, s.
@@ -255,6 +309,28 @@ const MAX_SPAN_S: f64 = 300.0;
 
 impl Locator for SvgdLocator {
     fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
+        match &self.terms {
+            Some(t) => self.locate_with(r, &|n, s, p| t.correction_s(n, s, p)),
+            None => self.locate_with(r, &|_, _, _| 0.0),
+        }
+    }
+
+    fn locate_corrected(
+        &self,
+        r: &LocateRequest,
+        corrections: &EventCorrections,
+    ) -> Result<Located, String> {
+        self.locate_with(r, &|n, s, p| corrections.correction_s(n, s, p))
+    }
+}
+
+impl SvgdLocator {
+    /// Locates with `correction_s(network, station, phase)` (s) subtracted from each pick.
+    fn locate_with(
+        &self,
+        r: &LocateRequest,
+        correction_s: &dyn Fn(&str, &str, Phase) -> f64,
+    ) -> Result<Located, String> {
         // Deterministic per event and pick count: the same picks give the same posterior,
         // also after a restart.
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -265,7 +341,7 @@ impl Locator for SvgdLocator {
             inv.position(net, sta)
                 .map(|i| self.station.station_positions[i])
         };
-        let outcome = locate_picks(
+        let outcome = locate_picks_corrected(
             self.model.as_ref(),
             &pos_of,
             &self.station.frame,
@@ -275,6 +351,7 @@ impl Locator for SvgdLocator {
             MAX_SPAN_S,
             seed,
             String::new(),
+            correction_s,
         );
         if outcome.problems.total() > 0 {
             tracing::info!(event = %r.event_id, "picks set aside before locating: {}", outcome.problems.describe());

@@ -100,6 +100,17 @@ pub struct Located {
 pub trait Locator: Send + Sync {
     /// Locates an event from its picks; the error is a message for the log.
     fn locate(&self, request: &LocateRequest) -> Result<Located, String>;
+
+    /// Locates with these station corrections instead of the locator's own (the replay's
+    /// station-terms passes); arrival residuals are relative to the corrected prediction.
+    /// Locators without corrections refuse.
+    fn locate_corrected(
+        &self,
+        _request: &LocateRequest,
+        _corrections: &crate::locate::station_terms::EventCorrections,
+    ) -> Result<Located, String> {
+        Err("this locator takes no station corrections".into())
+    }
 }
 
 /// A stored-and-published origin version, to the publish thread.

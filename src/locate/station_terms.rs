@@ -422,6 +422,12 @@ impl EventCorrections {
         Self::default()
     }
 
+    /// True when every correction is 0 because there are no terms at all (the first pass
+    /// of [`relocate_with_terms`] without starting terms).
+    pub fn is_none(&self) -> bool {
+        self.specific.is_empty() && self.fallback.is_none()
+    }
+
     /// The correction for one arrival, s: the source-specific term, else the static one,
     /// else 0.
     pub fn correction_s(&self, network: &str, station: &str, phase: Phase) -> f64 {

@@ -230,7 +230,11 @@ impl Sampler<'_> {
                     let rh = d[0].hypot(d[1]);
                     (
                         vec![rh, g.s.z_km, g.r.z_km],
-                        vec![bs.grad_s_per_km[0], bs.grad_s_per_km[2], br.grad_s_per_km[2]],
+                        vec![
+                            bs.grad_s_per_km[0],
+                            bs.grad_s_per_km[2],
+                            br.grad_s_per_km[2],
+                        ],
                     )
                 }
                 InputKind::Cartesian3d => (

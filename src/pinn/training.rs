@@ -22,8 +22,8 @@ use super::model::{tensor2, TauNet};
 use super::{TrainError, BURN_VERSION};
 use crate::domain::Phase;
 use crate::traveltime::pinn::{
-    Architecture, Background, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode, PinnManifest,
-    PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
+    Architecture, Background, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode,
+    PinnManifest, PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
 };
 use crate::traveltime::pinn_check::{reference_values, sample_rows, summarize, Row};
 use crate::traveltime::{TimeAndGradient, TraveltimeModel};
@@ -166,7 +166,10 @@ pub fn fit_background(
     let mut v0 = [0.0; 2];
     let mut k = [0.0; 2];
     for p in Phase::ALL {
-        let vs: Vec<f64> = zs.iter().map(|z| velocity.velocity_km_s(p, 0.0, 0.0, *z)).collect();
+        let vs: Vec<f64> = zs
+            .iter()
+            .map(|z| velocity.velocity_km_s(p, 0.0, 0.0, *z))
+            .collect();
         let zm = zs.iter().sum::<f64>() / n as f64;
         let vm = vs.iter().sum::<f64>() / n as f64;
         let sxy: f64 = zs.iter().zip(&vs).map(|(z, v)| (z - zm) * (v - vm)).sum();

@@ -488,7 +488,11 @@ impl LayeredExact {
                 break;
             }
             let step = res / dx;
-            let t_new = (t + step).max(0.5 * t);
+            // Capped: with the fastest layer of zero (or a hair's) thickness, an end on its
+            // interface, X(t) stays below r for every finite t and Newton runs to infinity;
+            // t * t then overflows and p, eta turn NaN. At the cap the ray grazes the
+            // interface (p = 1 / vmax): the head wave along it, which is that path's time.
+            let t_new = (t + step).max(0.5 * t).min(MAX_TAN);
             if (t_new - t).abs() <= 1e-15 * t || !t_new.is_finite() {
                 break;
             }
@@ -509,6 +513,10 @@ impl LayeredExact {
         (p * r + tau, p, -eta_of(i0), eta_of(i1))
     }
 }
+
+/// Largest tangent of the ray angle in the fastest layer the direct-ray Newton search takes
+/// (t * t stays finite).
+const MAX_TAN: f64 = 1e100;
 
 #[cfg(test)]
 thread_local! {
