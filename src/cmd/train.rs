@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Optimiser steps.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 10000)]
     pub steps: usize,
     /// Collocation points per step.
     #[arg(long, default_value_t = 2048)]

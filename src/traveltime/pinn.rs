@@ -1032,8 +1032,8 @@ impl PinnModel {
                     if grad {
                         let gu = &ws.g[i * d_in..(i + 1) * d_in];
                         // dT/ds = dT0/ds tau + T0 dtau/ds
-                        for c in 0..3 {
-                            g[c] = bg.grad_s_per_km[c] * tau;
+                        for (gc, b) in g.iter_mut().zip(bg.grad_s_per_km) {
+                            *gc = b * tau;
                         }
                         match a.inputs {
                             InputKind::Radial1d => {
