@@ -325,7 +325,8 @@ impl VelocityInfo {
 }
 
 /// Settings a model was trained with (kept with the weights so a model travels with what built it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Default` is all zeros: for artifacts written by hand (tests, benchmarks), not for training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrainingSettings {
     /// Optimiser steps (per net).
     pub steps: usize,
