@@ -59,9 +59,6 @@ pub struct Args {
     /// Weight of the eikonal residual at the receiver.
     #[arg(long)]
     pub w_eikonal: Option<f64>,
-    /// Traveltime scale of the time term, s (0: purely relative error).
-    #[arg(long)]
-    pub time_scale_s: Option<f64>,
     /// T0 the network multiplies: `gradient` (least-squares constant-gradient medium) or
     /// `straight` (D / v_ref).
     #[arg(long, default_value = "gradient", value_parser = ["gradient", "straight"])]
@@ -189,9 +186,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         settings.w_eikonal = v;
     }
     settings.gradient_background = a.background == "gradient";
-    if let Some(v) = a.time_scale_s {
-        settings.time_scale_s = v;
-    }
     let cfg = TrainConfig {
         name: reg.name.clone(),
         architecture: arch,

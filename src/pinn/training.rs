@@ -66,7 +66,6 @@ pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
         frac_near_source: 0.2,
         frac_near_interface: 0.3,
         steps_per_epoch: 1,
-        time_scale_s: 0.0,
         gradient_background: true,
         wall_time_s: 0.0,
     }
@@ -285,21 +284,7 @@ pub fn loss(
     let dt = dt0 * tau.clone().repeat_dim(0, k) + t0.repeat_dim(0, k) * dtau;
 
     let tau_ref = tensor2(b.tau_ref.clone(), 1, n, device);
-    let w: Vec<f32> = b
-        .t_ref
-        .iter()
-        .map(|t| {
-            if s.time_scale_s > 0.0 {
-                (1.0 + t / s.time_scale_s) as f32
-            } else {
-                1.0
-            }
-        })
-        .collect();
-    let w = tensor2(w, 1, n, device);
-    let l_time = ((tau - tau_ref.clone()) / tau_ref * w)
-        .powi_scalar(2)
-        .mean();
+    let l_time = ((tau - tau_ref.clone()) / tau_ref).powi_scalar(2).mean();
 
     let sup = sup_dirs(arch.inputs);
     let g_pred = Tensor::cat(sup.iter().map(|&j| dt.clone().narrow(0, j, 1)).collect(), 0);

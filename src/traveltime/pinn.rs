@@ -354,10 +354,6 @@ pub struct TrainingSettings {
     /// straight rays at v_ref.
     #[serde(default)]
     pub gradient_background: bool,
-    /// Traveltime scale F of the time term, s: the relative error is weighted by
-    /// (1 + T_ref / F), so beyond F it acts as an absolute error (0: purely relative).
-    #[serde(default)]
-    pub time_scale_s: f64,
     /// Wall-clock training time, s (filled in after training).
     #[serde(default)]
     pub wall_time_s: f64,
@@ -414,9 +410,9 @@ pub struct ValidationReport {
 
 /// The closed-form traveltime T0 that the network's tau multiplies (T = T0 tau).
 ///
-/// A background close to the true traveltimes leaves tau nearly constant, so a small net fits
-/// it to a small relative error: on the demo's layered model the spread of tau falls from
-/// 4.9 % (straight rays) to 1.1 % (best constant-gradient medium).
+/// A background closer to the true traveltimes leaves tau with less to describe (refraction
+/// towards faster depths is in T0 already). `eikoloc train --background straight|gradient`
+/// trains either way, so the two can be compared with `eikoloc model check`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Background {
