@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use eikoloc::catalog::quakeml::read_quakeml_file;
 use eikoloc::catalog::PickOptions;
@@ -17,65 +17,8 @@ use eikoloc::traveltime::pinn::{
 use eikoloc::velocity::{GradientModel, LayeredModel};
 use rand::{Rng, SeedableRng};
 
-const CONTRACT: &[&str] = &[
-    "event_id",
-    "origin_time_iso",
-    "lat",
-    "lon",
-    "depth_km",
-    "h95_major_km",
-    "h95_minor_km",
-    "h95_azimuth_deg",
-    "z95_km",
-    "t0_sigma_s",
-    "rms_s",
-    "gap_deg",
-    "n_picks",
-    "n_outliers",
-];
-
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("station-configs/demo")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eikoloc"))
-        .args(args)
-        .output()
-        .expect("run eikoloc")
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "eikoloc failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Rows of a CSV as header -> value maps, plus the header.
-fn read_csv(path: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r
-        .records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect();
-    (header, rows)
-}
-
-fn num(row: &HashMap<String, String>, k: &str) -> f64 {
-    row[k]
-        .parse()
-        .unwrap_or_else(|_| panic!("{k} = {:?}", row[k]))
-}
+mod cli_support;
+use cli_support::*;
 
 /// Synthetic picks and truth for `n` events on the demo config, exact traveltimes.
 fn synth(dir: &Path, n: usize) -> (PathBuf, PathBuf) {

@@ -6,71 +6,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const CONTRACT: &[&str] = &[
-    "event_id",
-    "origin_time_iso",
-    "lat",
-    "lon",
-    "depth_km",
-    "h95_major_km",
-    "h95_minor_km",
-    "h95_azimuth_deg",
-    "z95_km",
-    "t0_sigma_s",
-    "rms_s",
-    "gap_deg",
-    "n_picks",
-    "n_outliers",
-];
+mod cli_support;
+use cli_support::*;
 
 /// Events in the synthetic archive; one per minute, far enough apart to associate cleanly.
 const N_EVENTS: usize = 6;
-
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("station-configs/demo")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eikoloc"))
-        .args(args)
-        .output()
-        .expect("run eikoloc")
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "eikoloc failed: {err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn read_csv(path: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r
-        .records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect();
-    (header, rows)
-}
-
-fn num(row: &HashMap<String, String>, k: &str) -> f64 {
-    row[k]
-        .parse()
-        .unwrap_or_else(|_| panic!("{k} = {:?}", row[k]))
-}
 
 /// Synthetic archive and truth on the demo region (exact traveltimes, 0.05 / 0.1 s noise).
 fn synth(dir: &Path) -> (PathBuf, PathBuf) {

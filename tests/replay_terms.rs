@@ -8,54 +8,16 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use eikoloc::domain::parse_utc;
 use eikoloc::domain::time::{add_seconds, format_utc};
 
+mod cli_support;
+use cli_support::*;
+
 /// Events in the archive: enough for the 5 residuals a static term needs, and a margin.
 const N_EVENTS: usize = 12;
-
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("station-configs/demo")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eikoloc"))
-        .args(args)
-        .output()
-        .expect("run eikoloc")
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "eikoloc failed: {err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn read_csv(path: &Path) -> Vec<HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records()
-        .map(|rec| {
-            header
-                .iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
-fn num(row: &HashMap<String, String>, k: &str) -> f64 {
-    row[k]
-        .parse()
-        .unwrap_or_else(|_| panic!("{k} = {:?}", row[k]))
-}
 
 /// Injected P delay of station EKnn, s (an irregular +-0.3 s pattern); S gets 1.7 times it.
 fn delay_s(station: &str, phase: &str) -> f64 {
@@ -131,10 +93,11 @@ fn replay(picks: &Path, out: &Path, extra: &[&str]) -> Output {
 /// Median 3-D distance (km) of a catalog's events to their truth, matched by archive id.
 fn median_error_km(catalog: &Path, truth: &Path) -> f64 {
     let truth: HashMap<String, HashMap<String, String>> = read_csv(truth)
+        .1
         .into_iter()
         .map(|r| (r["event_id"].clone(), r))
         .collect();
-    let rows = read_csv(catalog);
+    let (_, rows) = read_csv(catalog);
     assert_eq!(rows.len(), N_EVENTS, "{}: every event", catalog.display());
     let mut d: Vec<f64> = rows
         .iter()
@@ -151,11 +114,6 @@ fn median_error_km(catalog: &Path, truth: &Path) -> f64 {
     d[d.len() / 2]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[test]
 fn replay_static_terms_recover_station_delays_and_improve_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,7 +121,7 @@ fn replay_static_terms_recover_station_delays_and_improve_the_catalog() {
     let a = dir.path().join("a");
     let err = ok(&replay(&picks, &a, &["--station-terms", "static"]));
     assert!(err.contains("terms pass 3"), "{err}");
-    let terms = read_csv(&a.join("station_terms.csv"));
+    let terms = read_csv(&a.join("station_terms.csv")).1;
     for phase in ["P", "S"] {
         // terms are known up to a constant per phase (the origin times absorb it)
         let diff: Vec<(String, f64)> = terms

@@ -3,29 +3,13 @@
 //! that station's static term, written files read back, and bad combinations are refused.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use eikoloc::domain::time::add_seconds;
 use eikoloc::domain::{format_utc, parse_utc};
 
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("station-configs/demo")
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eikoloc"))
-        .args(args)
-        .output()
-        .expect("run eikoloc")
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "eikoloc failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+mod cli_support;
+use cli_support::*;
 
 const DELAY_S: f64 = 0.4;
 
