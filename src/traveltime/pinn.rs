@@ -1503,6 +1503,54 @@ mod tests {
             .unwrap()
     }
 
+    /// The portable build of the kernels (no FMA) against the naive f64 net, whichever build
+    /// `forward_block` picks on this CPU; odd widths exercise the tile remainders.
+    #[test]
+    fn portable_and_fused_kernels_agree_with_the_naive_net() {
+        for widths in [
+            vec![3, 16, 16, 1],
+            vec![3, 37, 20, 2],
+            vec![6, 48, 48, 48, 1],
+        ] {
+            let net = tiny_net(5, &widths);
+            let d = widths[0];
+            let n = 67;
+            let x: Vec<f32> = (0..n * d)
+                .map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0)
+                .collect();
+            let run = |fma: bool| {
+                let mut ws = Workspace {
+                    x: x.clone(),
+                    ..Default::default()
+                };
+                if fma {
+                    net.forward_block_impl::<true>(&mut ws, n, true);
+                } else {
+                    net.forward_block_impl::<false>(&mut ws, n, true);
+                }
+                (ws.out[..n].to_vec(), ws.g[..n * d].to_vec())
+            };
+            let (y0, g0) = run(false);
+            let (y1, g1) = run(true);
+            for i in 0..n {
+                let t = naive(&net, &x[i * d..(i + 1) * d]);
+                for y in [y0[i], y1[i]] {
+                    assert!(
+                        (y as f64 - t).abs() < 1e-5 * (1.0 + t.abs()),
+                        "{widths:?} row {i}"
+                    );
+                }
+                for k in 0..d {
+                    let (a, b) = (g0[i * d + k], g1[i * d + k]);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                        "{widths:?} row {i}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn min_of_heads_and_its_gradient_match_a_naive_f64_evaluation() {
         let net = tiny_net(11, &[3, 16, 16, 4]);
