@@ -157,6 +157,7 @@ fn write_artifact(dir: &Path, velocity: VelocityInfo, bounds: ModelBounds) {
         hidden: vec![8, 8],
         activation: "elu".into(),
         phase_mode: PhaseMode::Separate,
+        heads: 1,
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let mut flat: Vec<f32> = Vec::new();

@@ -37,6 +37,7 @@ fn write_artifact(
         hidden: vec![12, 12],
         activation: "elu".into(),
         phase_mode: mode,
+        heads: 1,
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let mut flat: Vec<f32> = Vec::new();

@@ -47,6 +47,10 @@ pub struct Args {
     /// e.g. `radial1d:32x4` (two nets, P and S) or `radial1d:48x4:phase-input` (one net).
     #[arg(long, default_value = "radial1d:32x4")]
     pub arch: String,
+    /// Output heads K: tau = min over K heads, so each can learn one traveltime branch (direct
+    /// wave, head waves) and the crossover kinks stay sharp; 1 is a plain single-output net.
+    #[arg(long, default_value_t = 1)]
+    pub heads: usize,
     /// Random seed (initialisation, collocation and validation points).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -108,6 +112,7 @@ pub fn parse_arch(s: &str) -> anyhow::Result<Architecture> {
         hidden: vec![w; d],
         activation: "elu".into(),
         phase_mode,
+        heads: 1,
     })
 }
 
@@ -169,7 +174,11 @@ fn region_from_config(dir: &std::path::Path, name: Option<String>) -> anyhow::Re
 /// Runs the subcommand.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let reg = region(&a)?;
-    let arch = parse_arch(&a.arch)?;
+    let mut arch = parse_arch(&a.arch)?;
+    if a.heads == 0 || a.heads > 64 {
+        bail!("--heads {}: expected 1 to 64", a.heads);
+    }
+    arch.heads = a.heads;
     let out = a.out.clone().unwrap_or(reg.default_out.clone());
     let mut settings = default_settings(a.steps, a.seed);
     settings.batch_size = a.batch;

@@ -5,6 +5,11 @@
 //! seed times the weight, each later one is act'(z) * (tangent x W). The K tangents ride in
 //! the batch dimension (`[K * N, h]`), so each layer costs one extra matmul, and one ordinary
 //! backward pass then trains the whole loss.
+//!
+//! With K > 1 output heads tau is min_k(head_k): each head can fit one smooth traveltime
+//! branch (the direct wave, each head wave) and the min reproduces the crossover kinks
+//! exactly, which one smooth output can only round off. The min is taken by `argmin` + `gather`,
+//! so the primal, its tangents and the backward pass all follow the winning head.
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -12,7 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::traveltime::pinn::{DenseLayer, DenseNet};
 
-/// An MLP with ELU hidden layers and one linear output (tau).
+/// An MLP with ELU hidden layers and a linear output layer of K heads; tau = min over heads.
 #[derive(Module, Debug)]
 pub struct TauNet {
     /// Dense layers, input first.
@@ -20,13 +25,19 @@ pub struct TauNet {
 }
 
 impl TauNet {
-    /// A freshly initialised net with layer widths `widths` (e.g. `[3, 32, 32, 1]`).
+    /// A freshly initialised net with layer widths `widths` (e.g. `[3, 32, 32, 1]`; the last
+    /// width is the number of heads).
     pub fn new(widths: &[usize], device: &Device) -> Self {
         let layers = widths
             .windows(2)
             .map(|w| LinearConfig::new(w[0], w[1]).init(device))
             .collect();
         Self { layers }
+    }
+
+    /// Number of output heads (the last layer's width).
+    pub fn heads(&self) -> usize {
+        self.layers.last().map_or(1, |l| l.weight.val().dims()[1])
     }
 
     /// tau for inputs `x` `[N, d_in]` -> `[N, 1]`.
@@ -36,6 +47,10 @@ impl TauNet {
         for (l, layer) in self.layers.iter().enumerate() {
             let z = layer.forward(a);
             a = if l + 1 < n { elu(z) } else { z };
+        }
+        if self.heads() > 1 {
+            let idx = a.clone().argmin(1);
+            a = a.gather(1, idx);
         }
         a
     }
@@ -64,6 +79,12 @@ impl TauNet {
                 a = z;
                 t = tz;
             }
+        }
+        if self.heads() > 1 {
+            // tau and every tangent follow the winning head of each row
+            let idx = a.clone().argmin(1);
+            t = t.gather(1, idx.clone().repeat_dim(0, k));
+            a = a.gather(1, idx);
         }
         (a, t)
     }

@@ -38,6 +38,20 @@ impl AnalyticModel {
             )));
         }
         let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
+        Ok(Self::eval_core(d, vs, vr, k))
+    }
+
+    /// (v0, k, z0) of `phase`: v(z) = v0 + k (z - z0), km/s, 1/s, km.
+    pub(crate) fn params(&self, phase: Phase) -> (f64, f64, f64) {
+        let (v0, k) = self.model.params(phase);
+        (v0, k, self.model.z0_km)
+    }
+
+    /// T and dT/d(source) for source-minus-receiver offset `d` (km), velocities `vs`, `vr`
+    /// (km/s, positive: the caller checked) at source and receiver and gradient `k` (1/s);
+    /// no checks, for hot loops that validated their inputs once.
+    #[inline]
+    pub(crate) fn eval_core(d: [f64; 3], vs: f64, vr: f64, k: f64) -> TimeAndGradient {
         let d2 = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
         let eps = k * k * d2 / (2.0 * vs * vr);
         if eps < 1e-12 {
@@ -51,10 +65,10 @@ impl AnalyticModel {
                 }
             }
             g[2] -= 0.5 * t * k / vs;
-            return Ok(TimeAndGradient {
+            return TimeAndGradient {
                 t_s: t,
                 grad_s_per_km: g,
-            });
+            };
         }
         let a = 1.0 + eps;
         let ak = k.abs();
@@ -64,10 +78,10 @@ impl AnalyticModel {
         let mut g = [c * d[0] * dt_da, c * d[1] * dt_da, c * d[2] * dt_da];
         // a also depends on the source depth through vs
         g[2] += dt_da * (-eps * k / vs);
-        Ok(TimeAndGradient {
+        TimeAndGradient {
             t_s: t,
             grad_s_per_km: g,
-        })
+        }
     }
 }
 

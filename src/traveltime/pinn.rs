@@ -89,7 +89,8 @@ pub enum PhaseMode {
     Input,
 }
 
-/// Network shape: inputs, hidden ELU layers, one linear output (tau).
+/// Network shape: inputs, hidden ELU layers, a linear output layer of `heads` heads
+/// (tau = the smallest head).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Architecture {
     /// Input coordinates.
@@ -100,6 +101,15 @@ pub struct Architecture {
     pub activation: String,
     /// P and S as two nets or as an input.
     pub phase_mode: PhaseMode,
+    /// Output heads K: tau = min_k(head_k), so each head can learn one smooth traveltime
+    /// branch (direct, each head wave) and the min keeps the crossover kinks sharp. Absent in
+    /// older manifests: 1.
+    #[serde(default = "one_head")]
+    pub heads: usize,
+}
+
+fn one_head() -> usize {
+    1
 }
 
 impl Architecture {
@@ -107,11 +117,11 @@ impl Architecture {
     pub fn d_in(&self) -> usize {
         self.inputs.n_coords() + usize::from(self.phase_mode == PhaseMode::Input)
     }
-    /// Layer widths from input to output, e.g. `[3, 32, 32, 1]`.
+    /// Layer widths from input to output, e.g. `[3, 32, 32, 1]` (the last is `heads`).
     pub fn widths(&self) -> Vec<usize> {
         let mut w = vec![self.d_in()];
         w.extend(&self.hidden);
-        w.push(1);
+        w.push(self.heads);
         w
     }
     /// Parameters of one network.
@@ -137,7 +147,11 @@ impl Architecture {
                 .collect::<Vec<_>>()
                 .join("-")
         };
-        format!("{kind}-{h}-{mode}")
+        if self.heads > 1 {
+            format!("{kind}-{h}-min{}-{mode}", self.heads)
+        } else {
+            format!("{kind}-{h}-{mode}")
+        }
     }
 }
 
@@ -522,24 +536,35 @@ pub struct DenseLayer {
     pub bias: Vec<f32>,
 }
 
-/// An MLP: ELU on every layer but the last, one scalar output.
+/// An MLP: ELU on every layer but the last; the output is the smallest of the last layer's
+/// outputs (one or more heads).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DenseNet {
     /// Layers, input first.
     pub layers: Vec<DenseLayer>,
 }
 
-/// Scratch buffers for one block of rows, reused across blocks.
+/// Scratch buffers for one block of rows, reused across blocks (one per thread).
 #[derive(Default)]
 struct Workspace {
     /// Per hidden layer: activations `[B, h]`.
     act: Vec<Vec<f32>>,
     /// Per hidden layer: activation derivative `[B, h]` (exp(min(z, 0)) for ELU).
     dact: Vec<Vec<f32>>,
+    /// One layer's weight transposed, `[d_out, d_in]`, for the reverse pass.
+    wt: Vec<f32>,
     g: Vec<f32>,
     g2: Vec<f32>,
     x: Vec<f32>,
+    /// Output heads `[B, K]`; after the forward pass its first B entries are tau.
     out: Vec<f32>,
+    /// Winning head per row (K > 1).
+    arg: Vec<u32>,
+}
+
+thread_local! {
+    /// Each thread keeps its scratch, so a batch allocates nothing once warm.
+    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
 }
 
 /// e^x for x <= 0, branch-free so the loop vectorises; relative error < 2e-7.
@@ -554,12 +579,15 @@ fn exp_nonpos(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
-    p * scale
+    // t's low mantissa bits hold n (-126 <= n <= 0) as an offset from 0x4B40_0000; taking it
+    // from the bits instead of `n as i32` (a saturating scalar conversion per lane) keeps the
+    // loop in vector registers
+    let biased = t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// ELU in place: `z` becomes elu(z); `d` receives elu'(z) = exp(min(z, 0)).
-#[inline]
+#[inline(always)]
 fn elu_inplace(z: &mut [f32], d: &mut [f32]) {
     for (zi, di) in z.iter_mut().zip(d.iter_mut()) {
         let e = exp_nonpos(zi.min(0.0));
@@ -568,39 +596,112 @@ fn elu_inplace(z: &mut [f32], d: &mut [f32]) {
     }
 }
 
-/// C[m, n] = A[m, k] B (+ beta C); B given by its strides so W^T costs nothing.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn gemm(
-    m: usize,
+/// a b + c, fused where the CPU has FMA.
+#[inline(always)]
+fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Output columns per register tile of [`matmul_acc`] (two 8-lane vectors).
+const TILE_N: usize = 16;
+
+/// `out[r, j] += sum_k a[r, k] w[k, j]` for a `[rows, k]`, w `[k, n]`, out `[rows, n]`, all
+/// row-major; `w_t` is w transposed (`[n, k]`), used for the columns past the last multiple
+/// of [`TILE_N`] (the one-column output layer, the three-column input gradient) as 8-lane dot
+/// products, where a scalar sum would be one long chain of dependent multiply-adds. Layers are
+/// narrow (n = 16-128, k = 3-128) and w stays in L1, so a register tile of R rows x 16
+/// columns with no packing beats a general sgemm (which packs both operands on every call).
+#[inline(always)]
+fn matmul_acc<const FMA: bool>(
+    rows: usize,
     k: usize,
     n: usize,
     a: &[f32],
-    b: &[f32],
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    c: &mut [f32],
+    w: &[f32],
+    w_t: &[f32],
+    out: &mut [f32],
 ) {
-    debug_assert!(a.len() >= m * k && c.len() >= m * n);
-    // SAFETY: the slices cover the m x k, k x n (by its strides) and m x n extents checked above.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+    assert!(a.len() >= rows * k && w.len() >= k * n && w_t.len() >= k * n);
+    assert!(out.len() >= rows * n);
+    let nt = n - n % TILE_N;
+    let mut r0 = 0;
+    while r0 + 4 <= rows {
+        tile_rows::<4, FMA>(r0, k, n, nt, a, w, out);
+        r0 += 4;
+    }
+    while r0 < rows {
+        tile_rows::<1, FMA>(r0, k, n, nt, a, w, out);
+        r0 += 1;
+    }
+    if nt < n {
+        let k8 = k - k % 8;
+        for r in 0..rows {
+            let ar = &a[r * k..(r + 1) * k];
+            for j in nt..n {
+                let wj = &w_t[j * k..(j + 1) * k];
+                let mut acc = [0.0f32; 8];
+                for (ac, wc) in ar[..k8].chunks_exact(8).zip(wj[..k8].chunks_exact(8)) {
+                    for l in 0..8 {
+                        acc[l] = fmadd::<FMA>(ac[l], wc[l], acc[l]);
+                    }
+                }
+                let mut s = out[r * n + j] + acc.iter().sum::<f32>();
+                for kk in k8..k {
+                    s = fmadd::<FMA>(ar[kk], wj[kk], s);
+                }
+                out[r * n + j] = s;
+            }
+        }
+    }
+}
+
+/// `t` `[n, k]` = `w` `[k, n]` transposed.
+fn transpose_into(w: &[f32], k: usize, n: usize, t: &mut Vec<f32>) {
+    t.resize(k * n, 0.0);
+    for i in 0..k {
+        for j in 0..n {
+            t[j * k + i] = w[i * n + j];
+        }
+    }
+}
+
+/// Rows `r0 .. r0 + R`, columns `0 .. nt` (a multiple of [`TILE_N`]) of [`matmul_acc`].
+#[inline(always)]
+fn tile_rows<const R: usize, const FMA: bool>(
+    r0: usize,
+    k: usize,
+    n: usize,
+    nt: usize,
+    a: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+) {
+    let arows: [&[f32]; R] = std::array::from_fn(|rr| &a[(r0 + rr) * k..(r0 + rr + 1) * k]);
+    for j0 in (0..nt).step_by(TILE_N) {
+        let mut acc = [[0.0f32; TILE_N]; R];
+        for (rr, accr) in acc.iter_mut().enumerate() {
+            let o = (r0 + rr) * n + j0;
+            accr.copy_from_slice(&out[o..o + TILE_N]);
+        }
+        for kk in 0..k {
+            let wr: &[f32; TILE_N] = w[kk * n + j0..kk * n + j0 + TILE_N]
+                .try_into()
+                .expect("tile width");
+            for (accr, ar) in acc.iter_mut().zip(&arows) {
+                let av = ar[kk];
+                for (c, wj) in accr.iter_mut().zip(wr) {
+                    *c = fmadd::<FMA>(av, *wj, *c);
+                }
+            }
+        }
+        for (rr, accr) in acc.iter().enumerate() {
+            let o = (r0 + rr) * n + j0;
+            out[o..o + TILE_N].copy_from_slice(accr);
+        }
     }
 }
 
@@ -612,12 +713,12 @@ impl DenseNet {
 
     /// Raw outputs (tau) for `n` rows of inputs `x` `[n, d_in]`.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let mut ws = Workspace::default();
-        let mut out = vec![0.0; n];
-        ws.x = x.to_vec();
+        let mut ws = Workspace {
+            x: x.to_vec(),
+            ..Default::default()
+        };
         self.forward_block(&mut ws, n, false);
-        out.copy_from_slice(&ws.out[..n]);
-        out
+        ws.out[..n].to_vec()
     }
 
     /// Outputs and d(out)/d(input) `[n, d_in]` for `n` rows of `x`.
@@ -630,12 +731,31 @@ impl DenseNet {
         (ws.out[..n].to_vec(), ws.g[..n * self.d_in()].to_vec())
     }
 
-    /// Runs `b` rows in `ws.x`; leaves tau in `ws.out` and, if `grad`, dtau/du `[b, d_in]` in `ws.g`.
+    /// Runs `b` rows in `ws.x`; leaves tau in `ws.out` and, if `grad`, dtau/du `[b, d_in]` in
+    /// `ws.g`. Runs the AVX2 + FMA build of the kernels where the CPU has them.
     fn forward_block(&self, ws: &mut Workspace, b: usize, grad: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { self.forward_block_avx2(ws, b, grad) };
+            return;
+        }
+        self.forward_block_impl::<false>(ws, b, grad);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_block_avx2(&self, ws: &mut Workspace, b: usize, grad: bool) {
+        self.forward_block_impl::<true>(ws, b, grad);
+    }
+
+    #[inline(always)]
+    fn forward_block_impl<const FMA: bool>(&self, ws: &mut Workspace, b: usize, grad: bool) {
         let nl = self.layers.len();
         ws.act.resize_with(nl - 1, Vec::new);
         ws.dact.resize_with(nl - 1, Vec::new);
-        // forward: [b, d_in] -> [b, h1] -> ... -> [b, 1]
+        // forward: [b, d_in] -> [b, h1] -> ... -> [b, K]
         for (l, layer) in self.layers.iter().enumerate() {
             let (input, dst): (&[f32], &mut Vec<f32>) = if l == 0 {
                 (&ws.x, if nl == 1 { &mut ws.out } else { &mut ws.act[0] })
@@ -645,55 +765,88 @@ impl DenseNet {
                 let (lo, hi) = ws.act.split_at_mut(l);
                 (&lo[l - 1], &mut hi[0])
             };
-            dst.resize(b * layer.d_out, 0.0);
-            for row in dst.chunks_exact_mut(layer.d_out) {
+            let len = b * layer.d_out;
+            dst.resize(len, 0.0);
+            for row in dst[..len].chunks_exact_mut(layer.d_out) {
                 row.copy_from_slice(&layer.bias);
             }
-            gemm(
+            // only the columns past the last full tile read the transpose
+            if layer.d_out % TILE_N != 0 {
+                transpose_into(&layer.weight, layer.d_in, layer.d_out, &mut ws.wt);
+            }
+            matmul_acc::<FMA>(
                 b,
                 layer.d_in,
                 layer.d_out,
-                input,
+                &input[..b * layer.d_in],
                 &layer.weight,
-                layer.d_out as isize,
-                1,
-                1.0,
-                dst,
+                if layer.d_out % TILE_N != 0 {
+                    &ws.wt
+                } else {
+                    &layer.weight
+                },
+                &mut dst[..len],
             );
             if l + 1 < nl {
                 let d = &mut ws.dact[l];
-                d.resize(b * layer.d_out, 0.0);
-                elu_inplace(&mut ws.act[l][..b * layer.d_out], &mut d[..b * layer.d_out]);
+                d.resize(len, 0.0);
+                elu_inplace(&mut ws.act[l][..len], &mut d[..len]);
+            }
+        }
+        let last = &self.layers[nl - 1];
+        let heads = last.d_out;
+        if heads > 1 {
+            // tau = the smallest head; row i's heads start at i * heads >= i, so the min can be
+            // written in place once the row is read
+            ws.arg.resize(b, 0);
+            for i in 0..b {
+                let row = &ws.out[i * heads..(i + 1) * heads];
+                let (mut best, mut v) = (0, row[0]);
+                for (j, &h) in row.iter().enumerate().skip(1) {
+                    if h < v {
+                        best = j;
+                        v = h;
+                    }
+                }
+                ws.arg[i] = best as u32;
+                ws.out[i] = v;
             }
         }
         if !grad {
             return;
         }
-        // reverse: g = d tau / d a_l, starting from the output layer's weight column
-        let last = &self.layers[nl - 1];
+        // reverse: g = d tau / d a_l, starting from the winning head's output weight column
         ws.g.resize(b * last.d_in, 0.0);
-        for row in ws.g.chunks_exact_mut(last.d_in) {
-            row.copy_from_slice(&last.weight);
+        if heads == 1 {
+            for row in ws.g.chunks_exact_mut(last.d_in) {
+                row.copy_from_slice(&last.weight);
+            }
+        } else {
+            for (i, row) in ws.g.chunks_exact_mut(last.d_in).enumerate() {
+                let j = ws.arg[i] as usize;
+                for (r, gr) in row.iter_mut().enumerate() {
+                    *gr = last.weight[r * heads + j];
+                }
+            }
         }
         for l in (0..nl - 1).rev() {
             let layer = &self.layers[l];
-            for (gi, di) in ws.g[..b * layer.d_out]
-                .iter_mut()
-                .zip(&ws.dact[l][..b * layer.d_out])
-            {
-                *gi *= di;
+            let (di, dout) = (layer.d_in, layer.d_out);
+            for (gi, dv) in ws.g[..b * dout].iter_mut().zip(&ws.dact[l][..b * dout]) {
+                *gi *= dv;
             }
-            // d tau / d a_{l-1} = g W_l^T : [b, d_out] x [d_out, d_in]
-            ws.g2.resize(b * layer.d_in, 0.0);
-            gemm(
+            // d tau / d a_{l-1} = g W_l^T : [b, d_out] x [d_out, d_in]; the transpose is
+            // d_in x d_out copies per block against b x d_in x d_out multiply-adds
+            transpose_into(&layer.weight, di, dout, &mut ws.wt);
+            ws.g2.clear();
+            ws.g2.resize(b * di, 0.0);
+            matmul_acc::<FMA>(
                 b,
-                layer.d_out,
-                layer.d_in,
-                &ws.g,
+                dout,
+                di,
+                &ws.g[..b * dout],
+                &ws.wt,
                 &layer.weight,
-                1,
-                layer.d_out as isize,
-                0.0,
                 &mut ws.g2,
             );
             std::mem::swap(&mut ws.g, &mut ws.g2);
@@ -768,6 +921,12 @@ impl PinnModel {
             return Err(merr(format!(
                 "format_version {} (this build reads {FORMAT_VERSION})",
                 manifest.format_version
+            )));
+        }
+        if manifest.architecture.heads == 0 || manifest.architecture.heads > 64 {
+            return Err(merr(format!(
+                "heads {}: expected 1 to 64",
+                manifest.architecture.heads
             )));
         }
         if manifest.architecture.activation != "elu" {
@@ -934,7 +1093,9 @@ impl PinnModel {
         let coords: [f64; 6];
         let c: &[f64] = match a.inputs {
             InputKind::Radial1d => {
-                coords = [s.horizontal_distance_km(r), s.z_km, r.z_km, 0.0, 0.0, 0.0];
+                let (dx, dy) = (s.x_km - r.x_km, s.y_km - r.y_km);
+                // sqrt of the sum of squares, not hypot (a libm call): no overflow at km scales
+                coords = [(dx * dx + dy * dy).sqrt(), s.z_km, r.z_km, 0.0, 0.0, 0.0];
                 &coords[..3]
             }
             InputKind::Cartesian3d => {
@@ -992,6 +1153,81 @@ impl PinnModel {
         Ok(())
     }
 
+    /// Evaluates `b` rows with net `k` in one block: `row(i)` gives row i, `put(i, value)`
+    /// receives its result.
+    fn eval_block(
+        &self,
+        k: usize,
+        ws: &mut Workspace,
+        grad: bool,
+        b: usize,
+        row: impl Fn(usize) -> (Phase, LocalPoint, LocalPoint),
+        mut put: impl FnMut(usize, TimeAndGradient),
+    ) {
+        let net = &self.nets[k];
+        let d_in = net.d_in();
+        let a = &self.manifest.architecture;
+        let sc = &self.manifest.scaling;
+        ws.x.resize(b * d_in, 0.0);
+        for i in 0..b {
+            let (p, s, r) = row(i);
+            self.features(p, &s, &r, &mut ws.x[i * d_in..(i + 1) * d_in]);
+        }
+        net.forward_block(ws, b, grad);
+        let inv_hw = [
+            1.0 / sc.half_width_km[0],
+            1.0 / sc.half_width_km[1],
+            1.0 / sc.half_width_km[2],
+        ];
+        for i in 0..b {
+            let (p, s, r) = row(i);
+            let tau = ws.out[i] as f64;
+            let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
+            // the box was checked, and the loader checked the background velocity is positive
+            // over it, so the unchecked closed form applies
+            let (v0, kz, z0) = self.background.params(p);
+            let bg = super::AnalyticModel::eval_core(
+                d,
+                v0 + kz * (s.z_km - z0),
+                v0 + kz * (r.z_km - z0),
+                kz,
+            );
+            let t0 = bg.t_s;
+            let mut g = [0.0; 3];
+            if grad {
+                let gu = &ws.g[i * d_in..(i + 1) * d_in];
+                // dT/ds = dT0/ds tau + T0 dtau/ds
+                for (gc, b) in g.iter_mut().zip(bg.grad_s_per_km) {
+                    *gc = b * tau;
+                }
+                match a.inputs {
+                    InputKind::Radial1d => {
+                        let rh = (d[0] * d[0] + d[1] * d[1]).sqrt();
+                        let dtau_dr = gu[0] as f64 * inv_hw[0];
+                        if rh > 1e-9 {
+                            let c = t0 * dtau_dr / rh;
+                            g[0] += c * d[0];
+                            g[1] += c * d[1];
+                        }
+                        g[2] += t0 * gu[1] as f64 * inv_hw[1];
+                    }
+                    InputKind::Cartesian3d => {
+                        for c in 0..3 {
+                            g[c] += t0 * gu[c] as f64 / sc.half_width_km[c];
+                        }
+                    }
+                }
+            }
+            put(
+                i,
+                TimeAndGradient {
+                    t_s: t0 * tau,
+                    grad_s_per_km: g,
+                },
+            );
+        }
+    }
+
     /// Evaluates `rows` (all served by net `k`) into `out`, in parallel blocks.
     fn eval_rows(
         &self,
@@ -1000,60 +1236,19 @@ impl PinnModel {
         grad: bool,
         out: &mut [TimeAndGradient],
     ) {
-        let net = &self.nets[k];
-        let d_in = net.d_in();
-        let a = &self.manifest.architecture;
-        let sc = &self.manifest.scaling;
         out.par_chunks_mut(BLOCK_ROWS)
             .zip(rows.par_chunks(BLOCK_ROWS))
-            .for_each_init(Workspace::default, |ws, (o, rs)| {
-                let b = rs.len();
-                ws.x.resize(b * d_in, 0.0);
-                for (i, (p, s, r)) in rs.iter().enumerate() {
-                    self.features(*p, s, r, &mut ws.x[i * d_in..(i + 1) * d_in]);
-                }
-                net.forward_block(ws, b, grad);
-                for (i, (p, s, r)) in rs.iter().enumerate() {
-                    let tau = ws.out[i] as f64;
-                    let d = [s.x_km - r.x_km, s.y_km - r.y_km, s.z_km - r.z_km];
-                    // the box was checked, where the background velocity is positive
-                    let bg = self
-                        .background
-                        .traveltime_and_gradient(*p, *s, *r)
-                        .unwrap_or(TimeAndGradient {
-                            t_s: f64::NAN,
-                            grad_s_per_km: [f64::NAN; 3],
-                        });
-                    let t0 = bg.t_s;
-                    let mut g = [0.0; 3];
-                    if grad {
-                        let gu = &ws.g[i * d_in..(i + 1) * d_in];
-                        // dT/ds = dT0/ds tau + T0 dtau/ds
-                        for (gc, b) in g.iter_mut().zip(bg.grad_s_per_km) {
-                            *gc = b * tau;
-                        }
-                        match a.inputs {
-                            InputKind::Radial1d => {
-                                let rh = d[0].hypot(d[1]);
-                                let dtau_dr = gu[0] as f64 / sc.half_width_km[0];
-                                if rh > 1e-9 {
-                                    g[0] += t0 * dtau_dr * d[0] / rh;
-                                    g[1] += t0 * dtau_dr * d[1] / rh;
-                                }
-                                g[2] += t0 * gu[1] as f64 / sc.half_width_km[1];
-                            }
-                            InputKind::Cartesian3d => {
-                                for c in 0..3 {
-                                    g[c] += t0 * gu[c] as f64 / sc.half_width_km[c];
-                                }
-                            }
-                        }
-                    }
-                    o[i] = TimeAndGradient {
-                        t_s: t0 * tau,
-                        grad_s_per_km: g,
-                    };
-                }
+            .for_each(|(o, rs)| {
+                WORKSPACE.with(|ws| {
+                    self.eval_block(
+                        k,
+                        &mut ws.borrow_mut(),
+                        grad,
+                        rs.len(),
+                        |i| rs[i],
+                        |i, v| o[i] = v,
+                    )
+                })
             });
     }
 
@@ -1096,13 +1291,25 @@ impl PinnModel {
     ) -> Result<TimeAndGradient, TraveltimeError> {
         let k = self.net_of_phase[phase.index()].ok_or(TraveltimeError::PhaseUnavailable(phase))?;
         self.check_inside(&s, &r)?;
-        let mut out = [TimeAndGradient::default()];
-        self.eval_rows(k, &[(phase, s, r)], grad, &mut out);
-        Ok(out[0])
+        let mut out = TimeAndGradient::default();
+        WORKSPACE.with(|ws| {
+            self.eval_block(
+                k,
+                &mut ws.borrow_mut(),
+                grad,
+                1,
+                |_| (phase, s, r),
+                |_, v| out = v,
+            )
+        });
+        Ok(out)
     }
 
     /// Like [`TraveltimeModel::batch_with_gradient`] but `grad` false skips the reverse pass
     /// (traveltimes only; gradients are left 0).
+    ///
+    /// Parallel over groups of whole sources: each group runs one block per net (its
+    /// receivers x the group's sources) and writes straight into its own rows of `out`.
     pub fn batch(
         &self,
         sources: &[LocalPoint],
@@ -1118,47 +1325,74 @@ impl PinnModel {
                 sources.len() * m
             )));
         }
-        for s in sources {
-            for r in receivers {
-                self.check_inside(s, &r.position)?;
-            }
+        if m == 0 || sources.is_empty() {
+            return Ok(());
         }
         for r in receivers {
             if self.net_of_phase[r.phase.index()].is_none() {
                 return Err(TraveltimeError::PhaseUnavailable(r.phase));
             }
         }
-        for k in 0..self.nets.len() {
-            let mine: Vec<usize> = (0..m)
-                .filter(|&j| self.net_of_phase[receivers[j].phase.index()] == Some(k))
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            if mine.len() == m {
-                // every receiver on this net: evaluate straight into `out`
-                let rows: Vec<_> = sources
-                    .iter()
-                    .flat_map(|s| receivers.iter().map(move |r| (r.phase, *s, r.position)))
-                    .collect();
-                self.eval_rows(k, &rows, grad, out);
-                continue;
-            }
-            let rows: Vec<_> = sources
-                .iter()
-                .flat_map(|s| {
-                    mine.iter()
-                        .map(move |&j| (receivers[j].phase, *s, receivers[j].position))
-                })
-                .collect();
-            let mut tmp = vec![TimeAndGradient::default(); rows.len()];
-            self.eval_rows(k, &rows, grad, &mut tmp);
-            for (i, chunk) in tmp.chunks_exact(mine.len()).enumerate() {
-                for (&j, v) in mine.iter().zip(chunk) {
-                    out[i * m + j] = *v;
+        // every bound but the radial distance concerns one point: check those once per point,
+        // the distance (the only pair condition) per pair
+        for s in sources {
+            self.check_inside(s, &receivers[0].position)?;
+        }
+        for r in receivers {
+            self.check_inside(&sources[0], &r.position)?;
+        }
+        if self.manifest.architecture.inputs == InputKind::Radial1d {
+            let dmax = self.manifest.bounds.max_distance_km + 1e-6;
+            for s in sources {
+                for r in receivers {
+                    let (dx, dy) = (s.x_km - r.position.x_km, s.y_km - r.position.y_km);
+                    if dx * dx + dy * dy > dmax * dmax {
+                        // the exact check decides (and names the point)
+                        self.check_inside(s, &r.position)?;
+                    }
                 }
             }
         }
+        let mine: Vec<Vec<usize>> = (0..self.nets.len())
+            .map(|k| {
+                (0..m)
+                    .filter(|&j| self.net_of_phase[receivers[j].phase.index()] == Some(k))
+                    .collect()
+            })
+            .collect();
+        let fewest = mine
+            .iter()
+            .map(Vec::len)
+            .filter(|&n| n > 0)
+            .min()
+            .unwrap_or(m);
+        let per_group = BLOCK_ROWS.div_ceil(fewest).max(1);
+        out.par_chunks_mut(per_group * m)
+            .enumerate()
+            .for_each(|(gi, o)| {
+                let s0 = gi * per_group;
+                WORKSPACE.with(|ws| {
+                    let ws = &mut ws.borrow_mut();
+                    for (k, rx) in mine.iter().enumerate() {
+                        let nr = rx.len();
+                        if nr == 0 {
+                            continue;
+                        }
+                        let b = (o.len() / m) * nr;
+                        self.eval_block(
+                            k,
+                            ws,
+                            grad,
+                            b,
+                            |i| {
+                                let r = &receivers[rx[i % nr]];
+                                (r.phase, sources[s0 + i / nr], r.position)
+                            },
+                            |i, v| o[(i / nr) * m + rx[i % nr]] = v,
+                        );
+                    }
+                })
+            });
         Ok(())
     }
 }
@@ -1198,6 +1432,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn manifests_without_heads_read_as_one_head() {
+        let a: Architecture = serde_json::from_str(
+            r#"{"inputs":"radial1d","hidden":[8,8],"activation":"elu","phase_mode":"separate"}"#,
+        )
+        .unwrap();
+        assert_eq!(a.heads, 1);
+        assert_eq!(a.widths(), vec![3, 8, 8, 1]);
+    }
+
+    #[test]
     fn fast_exp_is_accurate_on_the_elu_range() {
         let mut worst = 0.0f64;
         for i in 0..=100_000 {
@@ -1228,6 +1472,12 @@ mod tests {
 
     /// Straightforward f64 forward, the independent truth for the sgemm path.
     fn naive(net: &DenseNet, x: &[f32]) -> f64 {
+        naive_heads(net, x)
+            .into_iter()
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    fn naive_heads(net: &DenseNet, x: &[f32]) -> Vec<f64> {
         let mut a: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         for (l, layer) in net.layers.iter().enumerate() {
             let mut z: Vec<f64> = layer.bias.iter().map(|&b| b as f64).collect();
@@ -1243,7 +1493,108 @@ mod tests {
             }
             a = z;
         }
-        a[0]
+        a
+    }
+
+    fn winner(net: &DenseNet, x: &[f32]) -> usize {
+        let h = naive_heads(net, x);
+        (0..h.len())
+            .min_by(|&a, &b| h[a].partial_cmp(&h[b]).unwrap())
+            .unwrap()
+    }
+
+    /// The portable build of the kernels (no FMA) against the naive f64 net, whichever build
+    /// `forward_block` picks on this CPU; odd widths exercise the tile remainders.
+    #[test]
+    fn portable_and_fused_kernels_agree_with_the_naive_net() {
+        for widths in [
+            vec![3, 16, 16, 1],
+            vec![3, 37, 20, 2],
+            vec![6, 48, 48, 48, 1],
+        ] {
+            let net = tiny_net(5, &widths);
+            let d = widths[0];
+            let n = 67;
+            let x: Vec<f32> = (0..n * d)
+                .map(|i| ((i * 29 % 89) as f32 / 44.0) - 1.0)
+                .collect();
+            let run = |fma: bool| {
+                let mut ws = Workspace {
+                    x: x.clone(),
+                    ..Default::default()
+                };
+                if fma {
+                    net.forward_block_impl::<true>(&mut ws, n, true);
+                } else {
+                    net.forward_block_impl::<false>(&mut ws, n, true);
+                }
+                (ws.out[..n].to_vec(), ws.g[..n * d].to_vec())
+            };
+            let (y0, g0) = run(false);
+            let (y1, g1) = run(true);
+            for i in 0..n {
+                let t = naive(&net, &x[i * d..(i + 1) * d]);
+                for y in [y0[i], y1[i]] {
+                    assert!(
+                        (y as f64 - t).abs() < 1e-5 * (1.0 + t.abs()),
+                        "{widths:?} row {i}"
+                    );
+                }
+                for k in 0..d {
+                    let (a, b) = (g0[i * d + k], g1[i * d + k]);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                        "{widths:?} row {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_of_heads_and_its_gradient_match_a_naive_f64_evaluation() {
+        let net = tiny_net(11, &[3, 16, 16, 4]);
+        let n = 300;
+        let x: Vec<f32> = (0..n * 3)
+            .map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0)
+            .collect();
+        let (y, g) = net.forward_with_input_grad(&x, n);
+        let mut smooth_rows = 0;
+        let mut winners = [0usize; 4];
+        for i in 0..n {
+            let row = &x[i * 3..i * 3 + 3];
+            let t = naive(&net, row);
+            assert!((y[i] as f64 - t).abs() < 1e-5 * (1.0 + t.abs()), "row {i}");
+            let w = winner(&net, row);
+            winners[w] += 1;
+            let h = 1e-3;
+            let shifted = |k: usize, s: f32| {
+                let mut a = row.to_vec();
+                a[k] += s;
+                a
+            };
+            if (0..3)
+                .any(|k| winner(&net, &shifted(k, h)) != w || winner(&net, &shifted(k, -h)) != w)
+            {
+                continue; // a finite difference across the kink is no derivative
+            }
+            smooth_rows += 1;
+            for k in 0..3 {
+                let fd =
+                    (naive(&net, &shifted(k, h)) - naive(&net, &shifted(k, -h))) / (2.0 * h as f64);
+                assert!(
+                    (g[i * 3 + k] as f64 - fd).abs() < 2e-3 * (1.0 + fd.abs()),
+                    "row {i} input {k}: {} vs {fd}",
+                    g[i * 3 + k]
+                );
+            }
+        }
+        assert!(smooth_rows > n * 9 / 10, "{smooth_rows} smooth rows");
+        // the test only means something if several heads win somewhere
+        assert!(
+            winners.iter().filter(|&&c| c > 0).count() >= 2,
+            "{winners:?}"
+        );
     }
 
     #[test]
