@@ -25,6 +25,7 @@
 //! locate_threads = 2
 //! locate_queue = 32                            # runs waiting for a thread, one per event at most
 //! preliminary_origin = true                    # linearized first origin before the posterior
+//! locate_nice = 5                              # locate threads yield to association (Linux)
 //! relocate_slope_s = 0.5                       # relocate no sooner than slope * N + intercept
 //! relocate_intercept_s = 0.0                   #   seconds after the previous origin (N picks),
 //!                                              #   times 1 + queued runs / threads
@@ -172,6 +173,9 @@ pub struct PipelineConfig {
     /// Publish a quick linearized origin as soon as an event opens, before its first
     /// posterior (if the locator has one).
     pub preliminary_origin: bool,
+    /// Nice increment of the locate threads (0..=19; Linux): their long runs yield the cores
+    /// to the short, latency-critical association and publish work.
+    pub locate_nice: i32,
     /// Relocation throttle (scautoloc's publication interval): an event is relocated no sooner
     /// than `relocate_slope_s * N + relocate_intercept_s` seconds after its previous locate
     /// run, N its number of picks (seconds of the pipeline's clock: wall time when serving,
@@ -194,6 +198,7 @@ impl Default for PipelineConfig {
             locate_threads: 2,
             locate_queue: 32,
             preliminary_origin: true,
+            locate_nice: 5,
             relocate_slope_s: 0.5,
             relocate_intercept_s: 0.0,
             idle_advance_s: 30.0,
@@ -335,6 +340,12 @@ impl ServeConfig {
             return Err(invalid(
                 "pipeline",
                 "pick_queue must be >= 1 and locate_threads in 1..=256".into(),
+            ));
+        }
+        if !(0..=19).contains(&p.locate_nice) {
+            return Err(invalid(
+                "pipeline.locate_nice",
+                format!("{} is outside 0..=19", p.locate_nice),
             ));
         }
         if p.locate_queue == 0 {

@@ -249,9 +249,11 @@ impl Pipeline {
             close_at_end,
         } = self;
         let (pub_tx, pub_rx) = channel::bounded::<PublishJob>(1024);
+        let nice = config.locate_nice;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.locate_threads)
             .thread_name(|i| format!("eikoloc-locate-{i}"))
+            .start_handler(move |_| lower_priority(nice))
             .build()
             .map_err(std::io::Error::other)?;
         let publish = {
@@ -292,6 +294,29 @@ impl Pipeline {
             threads: vec![core, publish],
         })
     }
+}
+
+/// Lowers the calling thread's CPU priority by `nice` (Linux; elsewhere nothing): the locate
+/// pool's long runs then yield the cores to the pipeline and publish threads, whose work is
+/// short and on the latency path (a preliminary origin waits for no SVGD run).
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one
+        // thread, so only this thread is reniced.
+        let r = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice.min(19))
+        };
+        if r != 0 {
+            tracing::warn!(
+                "cannot lower the locate thread's priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 struct Core {
@@ -809,12 +834,28 @@ impl Core {
     }
 }
 
+/// The publish stage: stores each version, hands it to the publishers that need only the
+/// origin (the stream) at once, then to the thread of the publishers that need the whole
+/// event read back from the store (the QuakeML files), so a slow disk never delays a stream
+/// subscriber. Every publisher still receives every version, in order.
 fn publish_loop(
     rx: Receiver<PublishJob>,
     store: Store,
     metrics: Metrics,
-    mut publishers: Vec<Box<dyn Publisher>>,
+    publishers: Vec<Box<dyn Publisher>>,
 ) {
+    let (mut fast, slow): (Vec<_>, Vec<_>) = publishers.into_iter().partition(|p| !p.wants_event());
+    let (slow_tx, slow_rx) = channel::bounded::<(String, Origin)>(1024);
+    let slow_thread = (!slow.is_empty())
+        .then(|| {
+            let (store, metrics) = (store.clone(), metrics.clone());
+            std::thread::Builder::new()
+                .name("eikoloc-publish-files".into())
+                .spawn(move || event_publish_loop(slow_rx, store, metrics, slow))
+                .map_err(|e| tracing::error!("cannot start the file publisher thread: {e}"))
+                .ok()
+        })
+        .flatten();
     for job in rx.iter() {
         metrics.set_queue_depth(Queue::Publish, rx.len());
         let t = Instant::now();
@@ -828,40 +869,13 @@ fn publish_loop(
             }
             Err(e) => tracing::error!(origin = %job.origin.id, "storing origin: {e}"),
         }
-        // Publishers that need only the new origin (the stream) go first, before the whole
-        // event is read back from the store: a subscriber sees the origin as soon as it is
-        // stored.
-        let mut event = Event {
+        let event = Event {
             id: job.event_id.clone(),
             picks: Vec::new(),
             origins: vec![job.origin.clone()],
             preferred_origin: Some(0),
         };
-        let mut full = false;
-        for wants_event in [false, true] {
-            if wants_event && publishers.iter().any(|p| p.wants_event()) {
-                let t = Instant::now();
-                if let Ok(Some(e)) = store.event(&job.event_id) {
-                    event = e;
-                    full = true;
-                }
-                metrics.publish_stage("read", t.elapsed().as_secs_f64());
-            }
-            for p in publishers
-                .iter_mut()
-                .filter(|p| p.wants_event() == wants_event)
-            {
-                let t = Instant::now();
-                if let Err(e) = p.publish(&event, &job.origin) {
-                    metrics.publish_failed(p.name());
-                    tracing::error!(publisher = p.name(), origin = %job.origin.id, "publish failed: {e}");
-                }
-                metrics.publish_stage(p.name(), t.elapsed().as_secs_f64());
-            }
-        }
-        if !full && publishers.iter().any(|p| p.wants_event()) {
-            tracing::warn!(event = %job.event_id, "event not readable from the store; published with the new origin only");
-        }
+        publish_to(&mut fast, &event, &job.origin, &metrics);
         let kind = match job.kind {
             RunKind::Final => OriginKind::Final,
             _ if job.origin.version == 1 => OriginKind::First,
@@ -877,16 +891,74 @@ fn publish_loop(
             event = %job.event_id,
             version = job.origin.version,
             is_final = job.origin.is_final,
+            method = job.origin.method.as_str(),
             lat = job.origin.lat_deg,
             lon = job.origin.lon_deg,
             depth_km = job.origin.depth_km,
             "origin published"
         );
+        if slow_thread.is_some() {
+            // Blocking: if the files fall behind, the publish stage waits for them.
+            let _ = slow_tx.send((job.event_id, job.origin));
+        }
+    }
+    for p in fast.iter_mut() {
+        if let Err(e) = p.flush() {
+            tracing::error!(publisher = p.name(), "flush failed: {e}");
+        }
+    }
+    drop(slow_tx);
+    if let Some(t) = slow_thread {
+        let _ = t.join();
+    }
+}
+
+/// The publishers that need the whole event: read it back from the store, then publish.
+fn event_publish_loop(
+    rx: Receiver<(String, Origin)>,
+    store: Store,
+    metrics: Metrics,
+    mut publishers: Vec<Box<dyn Publisher>>,
+) {
+    for (event_id, origin) in rx.iter() {
+        let t = Instant::now();
+        let event = match store.event(&event_id) {
+            Ok(Some(e)) => e,
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(event = %event_id, "reading the event back: {e}");
+                }
+                Event {
+                    id: event_id.clone(),
+                    picks: Vec::new(),
+                    origins: vec![origin.clone()],
+                    preferred_origin: Some(0),
+                }
+            }
+        };
+        metrics.publish_stage("read", t.elapsed().as_secs_f64());
+        publish_to(&mut publishers, &event, &origin, &metrics);
     }
     for p in publishers.iter_mut() {
         if let Err(e) = p.flush() {
             tracing::error!(publisher = p.name(), "flush failed: {e}");
         }
+    }
+}
+
+fn publish_to(
+    publishers: &mut [Box<dyn Publisher>],
+    event: &Event,
+    origin: &Origin,
+    metrics: &Metrics,
+) {
+    for p in publishers.iter_mut() {
+        let t = Instant::now();
+        if let Err(e) = p.publish(event, origin) {
+            metrics.publish_failed(p.name());
+            tracing::error!(publisher = p.name(), origin = %origin.id, "publish failed: {e}");
+        }
+        metrics.publish_stage(p.name(), t.elapsed().as_secs_f64());
     }
 }
 
