@@ -176,6 +176,7 @@ pub struct Metrics {
     locate_dropped: IntCounterVec,
     relocate_stretch: Gauge,
     publish_stage: HistogramVec,
+    association_step: Histogram,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -380,6 +381,21 @@ impl Metrics {
         registry
             .register(Box::new(publish_stage.clone()))
             .expect("metric registered once");
+        let association_step = Histogram::with_opts(
+            HistogramOpts::new(
+                "eikoloc_association_step_seconds",
+                "Wall time the associator took for one pick (deciding, opening and updating \
+                 events included), seconds.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(association_step.clone()))
+            .expect("metric registered once");
         for r in [Coalesced::NewerPicks, Coalesced::IntoFinal] {
             locate_coalesced.with_label_values(&[r.as_str()]);
         }
@@ -428,6 +444,7 @@ impl Metrics {
             locate_dropped,
             relocate_stretch,
             publish_stage,
+            association_step,
         }
     }
 
@@ -509,6 +526,11 @@ impl Metrics {
         if !ok {
             self.locate_failures.inc();
         }
+    }
+
+    /// The associator took `seconds` for one pick.
+    pub fn association_step(&self, seconds: f64) {
+        self.association_step.observe(seconds);
     }
 
     /// Full locate runs now on the pool.

@@ -464,7 +464,9 @@ impl Core {
         }
         self.remember(&ip.pick);
         self.clock.pick_seen(&ip.pick.time);
+        let t = Instant::now();
         let changes = self.association.push(&ip.pick);
+        self.metrics.association_step(t.elapsed().as_secs_f64());
         self.apply(changes, ip.received);
     }
 
