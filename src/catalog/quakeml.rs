@@ -375,7 +375,7 @@ fn write_origin(x: &mut XmlOut, o: &Origin) {
         );
         x.leaf(
             "text",
-            "preliminary linearized origin (grid + Levenberg-Marquardt, Laplace-approximation \
+            "preliminary linearized origin (grid + Levenberg-Marquardt, linearized sandwich \
              covariance); the SVGD posterior follows as a later version",
         );
         x.close("comment");

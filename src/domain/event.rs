@@ -79,8 +79,8 @@ pub enum OriginMethod {
     /// The full Bayesian posterior: SVGD particles (their covariance and quantiles).
     #[default]
     Svgd,
-    /// A quick preliminary solution: grid + Levenberg-Marquardt with the linearized (Laplace
-    /// approximation) covariance, published before the posterior is ready.
+    /// A quick preliminary solution: grid + Levenberg-Marquardt with its linearized (sandwich)
+    /// covariance, published before the posterior is ready.
     Linearized,
 }
 

@@ -1,7 +1,7 @@
 //! The quick preliminary solution a real-time service publishes before the posterior is ready
 //! (SeisComP's scautoloc / LOCSAT publish such a linearized location first): the locator's fast
-//! first estimate (coarse-to-fine grid, then Levenberg-Marquardt) with the Laplace
-//! approximation of the same posterior the SVGD run samples.
+//! first estimate (coarse-to-fine grid, then Levenberg-Marquardt) with a Gaussian
+//! approximation of its uncertainty under the same noise model the SVGD posterior uses.
 //!
 //! Covariance: the estimate is a Huber M-estimate (Levenberg-Marquardt with Huber weights,
 //! threshold k = [`HUBER_K`] sigma) of residuals the locator models as Laplace with standard
@@ -40,7 +40,7 @@ fn huber_information_factor() -> f64 {
 }
 
 /// The linearized solution in the shape of a [`Posterior`] without particles: mean and MAP are
-/// the first estimate, the covariance its Laplace approximation, the 68 % / 95 % regions
+/// the first estimate, the covariance its linearized sandwich covariance, the 68 % / 95 % regions
 /// Gaussian, zero SVGD iterations (`converged` true, `mh_acceptance` NaN).
 pub fn linearized(
     model: &dyn TraveltimeModel,
