@@ -2,6 +2,10 @@
 //! completes an event to its first published origin, and a sustained-rate mode that prints
 //! memory, rejects and queue depth every 10 s.
 //!
+//! Two latencies are reported: to the event's first origin (the preliminary linearized one,
+//! published as soon as the event opens) and to its first full posterior (the SVGD run that
+//! follows it).
+//!
 //! The service is the real one (`eikoloc::daemon::run` with the real associator and SVGD
 //! locator, listeners on 127.0.0.1:0, as `tests/serve.rs` starts it); a synthetic stream
 //! (`eikoloc::daemon::demo::generate`: events, P and S picks with noise, missed and false
@@ -34,6 +38,7 @@ use std::time::{Duration, Instant};
 use eikoloc::config::{ResolvedStationConfig, StationConfig};
 use eikoloc::daemon::demo::{generate, DemoConfig, DemoRecord};
 use eikoloc::daemon::{self, EventChange, Listeners, ResolvedServeConfig};
+use eikoloc::domain::OriginMethod;
 use eikoloc::ingest::wire::{validate, PickLimits};
 use eikoloc::metrics::{unix_now_s, Metrics};
 use eikoloc::publish::OriginMessage;
@@ -226,7 +231,11 @@ async fn run(a: Args) {
     let now = chrono::Utc::now();
     let mut completing: HashMap<String, usize> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
-        let Ok(p) = validate(r.pick.clone(), &inventory, &PickLimits::default(), now) else {
+        // checked as the service checks it: at its send time (with `now` for every pick, the
+        // limit on future picks cut a stream longer than 300 s short)
+        let sent = chrono::DateTime::from_timestamp_micros((1e6 * (start_unix + r.at_s)) as i64)
+            .unwrap_or(now);
+        let Ok(p) = validate(r.pick.clone(), &inventory, &PickLimits::default(), sent) else {
             continue;
         };
         for c in shadow.push(&p) {
@@ -288,13 +297,16 @@ async fn run(a: Args) {
         },
     ));
 
-    // The subscriber: arrival of each event's first origin.
+    // The subscriber: arrival of each event's first origin, and of its first full posterior
+    // (the first preliminary one is linearized; the posterior follows as a later version).
     let first_origin: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let first_posterior: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let n_origins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut sub = TcpStream::connect(addrs.stream).await.expect("subscribe");
     sub.write_all(b"json\n").await.expect("subscribe");
     let sub_task = {
         let first_origin = first_origin.clone();
+        let first_posterior = first_posterior.clone();
         let n_origins = n_origins.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(sub).lines();
@@ -304,6 +316,13 @@ async fn run(a: Args) {
                     continue;
                 };
                 n_origins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if m.origin.method == OriginMethod::Svgd {
+                    first_posterior
+                        .lock()
+                        .unwrap()
+                        .entry(m.event_id.clone())
+                        .or_insert(t);
+                }
                 first_origin.lock().unwrap().entry(m.event_id).or_insert(t);
             }
         })
@@ -321,14 +340,20 @@ async fn run(a: Args) {
                 tick.tick().await;
                 let text = http_get(addrs.http, "/metrics").await;
                 println!(
-                    "  t {:4.0} s  sent {:7}  accepted {:7}  rejected {:4.0}  pick queue {:4.0}  locate queue {:3.0}  publish queue {:3.0}  origins {:6}  RSS {:7.1} MiB",
+                    "  t {:4.0} s  sent {:7}  accepted {:7}  rejected {:4.0}  pick queue {:4.0}  locate queue {:3.0} (running {:1.0}, coalesced {:5.0}, dropped {:5.0}, interval x{:4.1})  publish queue {:3.0}  open events {:3.0}  origins {:6}  RSS {:7.1} MiB",
                     t0.elapsed().as_secs_f64(),
                     sent.load(std::sync::atomic::Ordering::Relaxed),
                     metrics.accepted_count(),
                     metric_sum(&text, "eikoloc_picks_rejected_total"),
                     metric_sum(&text, "eikoloc_queue_depth{queue=\"picks\"}"),
                     metric_sum(&text, "eikoloc_queue_depth{queue=\"locate\"}"),
+                    metric_sum(&text, "eikoloc_locate_runs_in_flight"),
+                    metric_sum(&text, "eikoloc_locate_coalesced_total"),
+                    metric_sum(&text, "eikoloc_locate_dropped_total"),
+                    metric_sum(&text, "eikoloc_relocate_interval_factor"),
                     metric_sum(&text, "eikoloc_queue_depth{queue=\"publish\"}"),
+                    metric_sum(&text, "eikoloc_events_total{state=\"opened\"}")
+                        - metric_sum(&text, "eikoloc_events_total{state=\"closed\"}"),
                     n_origins.load(std::sync::atomic::Ordering::Relaxed),
                     rss_mib()
                 );
@@ -365,7 +390,7 @@ async fn run(a: Args) {
     let wait_until = send_done + Duration::from_secs(10);
     while Instant::now() < wait_until {
         let all = {
-            let f = first_origin.lock().unwrap();
+            let f = first_posterior.lock().unwrap();
             completing.keys().all(|k| f.contains_key(k))
         };
         if all {
@@ -378,10 +403,10 @@ async fn run(a: Args) {
         r.abort();
     }
 
-    let mut lat_s: Vec<f64> = Vec::new();
-    let mut missing = 0;
-    {
-        let f = first_origin.lock().unwrap();
+    let latencies = |arrivals: &Mutex<HashMap<String, Instant>>| {
+        let f = arrivals.lock().unwrap();
+        let mut lat_s: Vec<f64> = Vec::new();
+        let mut missing = 0;
         for (id, &i) in &completing {
             match (f.get(id), sent_at[i]) {
                 (Some(&arr), Some(sent)) => {
@@ -390,35 +415,82 @@ async fn run(a: Args) {
                 _ => missing += 1,
             }
         }
-    }
-    lat_s.sort_by(f64::total_cmp);
+        lat_s.sort_by(f64::total_cmp);
+        (lat_s, missing)
+    };
     println!(
         "  sent {} picks (largest send lag behind schedule {:.1} ms); {} origins received",
         lines.len(),
         1e3 * lag_max_s,
         n_origins.load(std::sync::atomic::Ordering::Relaxed)
     );
-    println!(
-        "  completing pick -> first origin at the subscriber, {} events ({} without an origin): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        lat_s.len(),
-        missing,
-        1e3 * quantile(&lat_s, 0.5),
-        1e3 * quantile(&lat_s, 0.95),
-        1e3 * quantile(&lat_s, 0.99),
-        1e3 * lat_s.last().copied().unwrap_or(f64::NAN)
-    );
+    for (what, arrivals) in [
+        ("first origin (any method)", &first_origin),
+        ("first full posterior (SVGD)", &first_posterior),
+    ] {
+        let (lat_s, missing) = latencies(arrivals);
+        println!(
+            "  completing pick -> {what} at the subscriber, {} events ({} without one): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lat_s.len(),
+            missing,
+            1e3 * quantile(&lat_s, 0.5),
+            1e3 * quantile(&lat_s, 0.95),
+            1e3 * quantile(&lat_s, 0.99),
+            1e3 * lat_s.last().copied().unwrap_or(f64::NAN)
+        );
+    }
     let hist = |name: &str| {
         let count = metric_sum(&metrics_text, &format!("{name}_count"));
         let sum = metric_sum(&metrics_text, &format!("{name}_sum"));
         (count, if count > 0.0 { sum / count } else { f64::NAN })
     };
     let (n_loc, mean_loc) = hist("eikoloc_locate_duration_seconds");
+    let (n_pre, mean_pre) = hist("eikoloc_preliminary_duration_seconds");
+    let (_, mean_assoc) = hist("eikoloc_association_step_seconds");
+    let pto = |kind: &str| {
+        let q = |suffix: &str| {
+            metric_sum(
+                &metrics_text,
+                &format!("eikoloc_pick_to_origin_seconds_{suffix}{{kind=\"{kind}\"}}"),
+            )
+        };
+        1e3 * q("sum") / q("count").max(1.0)
+    };
     println!(
-        "  locate runs {n_loc:.0}, mean {:.1} ms; accepted {}, rejected {:.0}; RSS {:.1} MiB",
+        "  inside the service: association per pick, mean {:.2} ms; triggering pick received -> origin handed to the stream, mean: first {:.1} ms, first_posterior (from the opening pick) {:.1} ms, update {:.1} ms, final {:.1} ms",
+        1e3 * mean_assoc,
+        pto("first"),
+        pto("first_posterior"),
+        pto("update"),
+        pto("final")
+    );
+    println!(
+        "  SVGD runs {n_loc:.0}, mean {:.1} ms; preliminary (linearized) solutions {n_pre:.0}, mean {:.1} ms; accepted {}, rejected {:.0}; RSS {:.1} MiB",
         1e3 * mean_loc,
+        1e3 * mean_pre,
         metrics.accepted_count(),
         metric_sum(&metrics_text, "eikoloc_picks_rejected_total"),
         rss_mib()
+    );
+    let stages: Vec<String> = ["store", "stream", "read", "files"]
+        .iter()
+        .map(|st| {
+            let count = metric_sum(
+                &metrics_text,
+                &format!("eikoloc_publish_stage_seconds_count{{stage=\"{st}\"}}"),
+            );
+            let sum = metric_sum(
+                &metrics_text,
+                &format!("eikoloc_publish_stage_seconds_sum{{stage=\"{st}\"}}"),
+            );
+            format!("{st} {:.2} ms", 1e3 * sum / count.max(1.0))
+        })
+        .collect();
+    println!(
+        "  publish stages, mean per origin (in order; the stream goes out after store): {}; locate runs coalesced {:.0}, dropped {:.0}",
+        stages.join(", "),
+        metric_sum(&metrics_text, "eikoloc_locate_coalesced_total"),
+        metric_sum(&metrics_text, "eikoloc_locate_dropped_total")
     );
     drop(conn);
     let _ = stop_tx.send(());

@@ -98,6 +98,57 @@ impl Queue {
     }
 }
 
+/// What an origin version is to its event (`kind` label of `eikoloc_origins_total` and
+/// `eikoloc_pick_to_origin_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginKind {
+    /// Version 1: the preliminary (linearized) origin, or the first full run when the
+    /// locator has no preliminary.
+    First,
+    /// The first full posterior after a preliminary origin (latency from the opening pick).
+    FirstPosterior,
+    /// A relocation with more picks.
+    Update,
+    /// The final origin after the event's window closed.
+    Final,
+}
+
+impl OriginKind {
+    const ALL: [OriginKind; 4] = [
+        OriginKind::First,
+        OriginKind::FirstPosterior,
+        OriginKind::Update,
+        OriginKind::Final,
+    ];
+    fn as_str(self) -> &'static str {
+        match self {
+            OriginKind::First => "first",
+            OriginKind::FirstPosterior => "first_posterior",
+            OriginKind::Update => "update",
+            OriginKind::Final => "final",
+        }
+    }
+}
+
+/// Why a queued locate run was folded into another (`reason` label of
+/// `eikoloc_locate_coalesced_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coalesced {
+    /// Newer picks joined an event whose run was waiting: the one run takes them all.
+    NewerPicks,
+    /// The event closed while its relocation waited: the final run replaces it.
+    IntoFinal,
+}
+
+impl Coalesced {
+    fn as_str(self) -> &'static str {
+        match self {
+            Coalesced::NewerPicks => "newer_picks",
+            Coalesced::IntoFinal => "into_final",
+        }
+    }
+}
+
 /// The label used for a phase that could not be read.
 const PHASE_UNKNOWN: &str = "unknown";
 
@@ -119,6 +170,13 @@ pub struct Metrics {
     stream_subscribers: prometheus::IntGauge,
     publish_failures: IntCounterVec,
     start_time: Gauge,
+    preliminary_duration: Histogram,
+    locate_in_flight: prometheus::IntGauge,
+    locate_coalesced: IntCounterVec,
+    locate_dropped: IntCounterVec,
+    relocate_stretch: Gauge,
+    publish_stage: HistogramVec,
+    association_step: Histogram,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -262,6 +320,88 @@ impl Metrics {
             .register(Box::new(start_time.clone()))
             .expect("metric registered once");
         start_time.set(unix_now_s());
+        let preliminary_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "eikoloc_preliminary_duration_seconds",
+                "Wall time of one preliminary (linearized) solution, seconds.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(preliminary_duration.clone()))
+            .expect("metric registered once");
+        let locate_in_flight = prometheus::IntGauge::new(
+            "eikoloc_locate_runs_in_flight",
+            "Full locate runs started on the pool and not finished.",
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(locate_in_flight.clone()))
+            .expect("metric registered once");
+        let locate_coalesced = counter_vec(
+            &registry,
+            "eikoloc_locate_coalesced_total",
+            "Queued locate runs folded into one run, by reason: newer_picks (more picks joined \
+             the waiting run) or into_final (the event closed while its relocation waited).",
+            &["reason"],
+        );
+        let locate_dropped = counter_vec(
+            &registry,
+            "eikoloc_locate_dropped_total",
+            "Queued locate runs dropped because the locate queue was full, by kind \
+             (relocation, first_posterior); their picks go into the event's next run. Final \
+             runs are never dropped.",
+            &["kind"],
+        );
+        let relocate_stretch = Gauge::new(
+            "eikoloc_relocate_interval_factor",
+            "Factor on the relocation interval (slope * N + intercept): 1 + queued runs / \
+             locate threads.",
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(relocate_stretch.clone()))
+            .expect("metric registered once");
+        relocate_stretch.set(1.0);
+        let publish_stage = HistogramVec::new(
+            HistogramOpts::new(
+                "eikoloc_publish_stage_seconds",
+                "Wall time of one stage of publishing an origin version, seconds: store \
+                 (insert), read (the event for the publishers), and each publisher by name.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["stage"],
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(publish_stage.clone()))
+            .expect("metric registered once");
+        let association_step = Histogram::with_opts(
+            HistogramOpts::new(
+                "eikoloc_association_step_seconds",
+                "Wall time the associator took for one pick (deciding, opening and updating \
+                 events included), seconds.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
+            ]),
+        )
+        .expect("valid metric definition");
+        registry
+            .register(Box::new(association_step.clone()))
+            .expect("metric registered once");
+        for r in [Coalesced::NewerPicks, Coalesced::IntoFinal] {
+            locate_coalesced.with_label_values(&[r.as_str()]);
+        }
+        for k in ["relocation", "first_posterior"] {
+            locate_dropped.with_label_values(&[k]);
+        }
 
         for p in Phase::ALL {
             picks_received.with_label_values(&[p.as_str()]);
@@ -272,9 +412,9 @@ impl Metrics {
         for s in ["opened", "closed"] {
             events.with_label_values(&[s]);
         }
-        for k in ["first", "update", "final"] {
-            origins.with_label_values(&[k]);
-            pick_to_origin.with_label_values(&[k]);
+        for k in OriginKind::ALL {
+            origins.with_label_values(&[k.as_str()]);
+            pick_to_origin.with_label_values(&[k.as_str()]);
         }
         for q in [Queue::Picks, Queue::Locate, Queue::Publish] {
             queue_depth.with_label_values(&[q.as_str()]);
@@ -298,6 +438,13 @@ impl Metrics {
             stream_subscribers,
             publish_failures,
             start_time,
+            preliminary_duration,
+            locate_in_flight,
+            locate_coalesced,
+            locate_dropped,
+            relocate_stretch,
+            publish_stage,
+            association_step,
         }
     }
 
@@ -358,21 +505,10 @@ impl Metrics {
     }
 
     /// An origin version was stored and handed to the publishers; `latency_s` is the wall time
-    /// since the pick that triggered it was received; `semi_major_68_km` its 68 % ellipse.
-    pub fn origin_published(
-        &self,
-        version: u32,
-        is_final: bool,
-        latency_s: f64,
-        semi_major_68_km: f64,
-    ) {
-        let kind = if is_final {
-            "final"
-        } else if version == 1 {
-            "first"
-        } else {
-            "update"
-        };
+    /// since the pick that triggered it was received (for the first posterior: since the
+    /// event opened); `semi_major_68_km` its 68 % ellipse.
+    pub fn origin_published(&self, kind: OriginKind, latency_s: f64, semi_major_68_km: f64) {
+        let kind = kind.as_str();
         self.origins.with_label_values(&[kind]).inc();
         if latency_s.is_finite() && latency_s >= 0.0 {
             self.pick_to_origin
@@ -382,6 +518,53 @@ impl Metrics {
         if semi_major_68_km.is_finite() {
             self.uncertainty.observe(semi_major_68_km * 1000.0);
         }
+    }
+
+    /// A preliminary (linearized) solution took `seconds` of wall time.
+    pub fn preliminary_finished(&self, seconds: f64, ok: bool) {
+        self.preliminary_duration.observe(seconds);
+        if !ok {
+            self.locate_failures.inc();
+        }
+    }
+
+    /// The associator took `seconds` for one pick.
+    pub fn association_step(&self, seconds: f64) {
+        self.association_step.observe(seconds);
+    }
+
+    /// Full locate runs now on the pool.
+    pub fn set_locate_in_flight(&self, runs: usize) {
+        self.locate_in_flight.set(runs as i64);
+    }
+
+    /// A queued locate run was folded into another.
+    pub fn locate_coalesced(&self, reason: Coalesced) {
+        self.locate_coalesced
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// A queued locate run was dropped (queue full): a first posterior or a relocation.
+    pub fn locate_dropped(&self, first_posterior: bool) {
+        let k = if first_posterior {
+            "first_posterior"
+        } else {
+            "relocation"
+        };
+        self.locate_dropped.with_label_values(&[k]).inc();
+    }
+
+    /// The current stretch of the relocation interval.
+    pub fn set_relocate_stretch(&self, factor: f64) {
+        self.relocate_stretch.set(factor);
+    }
+
+    /// One publishing stage (`store`, `read` or a publisher's name) took `seconds`.
+    pub fn publish_stage(&self, stage: &str, seconds: f64) {
+        self.publish_stage
+            .with_label_values(&[stage])
+            .observe(seconds);
     }
 
     /// A publisher failed to deliver an origin version.
@@ -439,7 +622,7 @@ mod tests {
         let m = Metrics::new(&[StationCode::new("EK", "EK01")]);
         m.pick_accepted(&StationCode::new("EK", "EK01"), Phase::P);
         m.pick_rejected(RejectReason::UnknownStation, Some(Phase::S));
-        m.origin_published(1, false, 0.05, 1.2);
+        m.origin_published(OriginKind::First, 0.05, 1.2);
         let text = m.render();
         for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
             let mut parts = line.split_whitespace().skip(2);

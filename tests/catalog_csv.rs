@@ -77,6 +77,7 @@ fn golden_catalog_is_written_byte_for_byte_and_read_back() {
         arrivals: vec![arrival("A", false), arrival("B", true), arrival("C", false)],
         version: 1,
         is_final: true,
+        method: Default::default(),
     };
     o1.uncertainty.horizontal_95 = HorizontalEllipse {
         major_km: 1.5,

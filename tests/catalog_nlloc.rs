@@ -240,6 +240,7 @@ fn hyp_sample() -> (Origin, Vec<Pick>, StationInventory, LocalFrame) {
         ],
         version: 2,
         is_final: true,
+        method: Default::default(),
     };
     (origin, picks, inv, frame)
 }

@@ -89,6 +89,7 @@ fn sample_event() -> Event {
         arrivals,
         version: v,
         is_final,
+        method: Default::default(),
     };
     let a1 = vec![arrival(&picks[0], 10.0, 45.0, 0.012, 1.0, false)];
     let a2 = vec![

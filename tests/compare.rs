@@ -542,6 +542,7 @@ fn quakeml_catalogs_are_read_with_their_regions() {
                 arrivals: vec![],
                 version: 1,
                 is_final: true,
+                method: Default::default(),
             };
             Event {
                 id: h.event_id.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use eikoloc::daemon::demo::{self, DemoConfig};
 use eikoloc::daemon::{engine, ResolvedServeConfig};
-use eikoloc::domain::Event;
+use eikoloc::domain::{Event, OriginMethod};
 use serve_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,6 +98,33 @@ async fn synthetic_earthquakes_come_out_as_located_events() {
         assert!(o.is_final && o.arrivals.len() >= 6);
         let versions: Vec<u32> = ev.origins.iter().map(|o| o.version).collect();
         assert_eq!(versions, (1..=versions.len() as u32).collect::<Vec<_>>());
+        // Version 1 is the preliminary linearized origin, published as the event opened; every
+        // later version is a full posterior, the final one included.
+        let methods: Vec<OriginMethod> = ev.origins.iter().map(|o| o.method).collect();
+        assert_eq!(methods[0], OriginMethod::Linearized, "{methods:?}");
+        assert!(!ev.origins[0].is_final);
+        assert!(
+            methods.len() >= 2 && methods[1..].iter().all(|m| *m == OriginMethod::Svgd),
+            "{methods:?}"
+        );
+        // The preliminary origin is near the truth as well, with a finite, non-zero ellipse.
+        let pre = &ev.origins[0];
+        let (d_pre, _) = station.frame.distance_azimuth(
+            g,
+            eikoloc::domain::GeoPoint {
+                lat_deg: pre.lat_deg,
+                lon_deg: pre.lon_deg,
+            },
+        );
+        let h95 = pre.uncertainty.horizontal_95;
+        assert!(d_pre < 5.0, "preliminary epicentre {d_pre:.2} km off");
+        assert!(h95.major_km > 0.0 && h95.major_km.is_finite(), "{h95:?}");
+        let (_, xml) = http_get(svc.addrs.http, &format!("/events/{}/quakeml", ev.id)).await;
+        assert!(
+            xml.contains("smi:eikoloc/method/linearized")
+                && xml.contains("smi:eikoloc/method/svgd"),
+            "QuakeML names both methods"
+        );
         let (status, post) =
             http_get(svc.addrs.http, &format!("/events/{}/posterior", ev.id)).await;
         assert_eq!(status, 200);

@@ -8,7 +8,9 @@
 //! What QuakeML cannot hold (the full covariance, the 68 % ellipse, the depth intervals, the
 //! outlier flag of an arrival) is written in elements of our own namespace [`EIKOLOC_NS`], which
 //! QuakeML allows in every type and other readers ignore. The origin's version goes to
-//! `creationInfo/version`, `is_final` to `evaluationStatus` (`final` / `preliminary`).
+//! `creationInfo/version`, `is_final` to `evaluationStatus` (`final` / `preliminary`), the
+//! method to `methodID` (`smi:eikoloc/method/svgd` or `.../linearized`, the latter with a
+//! comment saying it is a preliminary linearized origin).
 //!
 //! Resource identifiers are `smi:eikoloc/<kind>/<id>`, derived from the domain ids; characters
 //! the QuakeML ResourceIdentifier pattern does not allow are written as `~XX` (hex), so the
@@ -29,8 +31,8 @@ use crate::catalog::{
     format_time_exact, read_text, CatalogError, PickOptions, ReadReport, RecordProblem,
 };
 use crate::domain::{
-    parse_utc, Arrival, ConfidenceEllipsoid, Event, HorizontalEllipse, Origin, OriginUncertainty,
-    Phase, Pick, StationCode,
+    parse_utc, Arrival, ConfidenceEllipsoid, Event, HorizontalEllipse, Origin, OriginMethod,
+    OriginUncertainty, Phase, Pick, StationCode,
 };
 
 /// QuakeML 1.2 root namespace.
@@ -288,7 +290,10 @@ fn write_origin(x: &mut XmlOut, o: &Origin) {
     x.leaf("depthType", "from location");
     x.leaf("timeFixed", "false");
     x.leaf("epicenterFixed", "false");
-    x.leaf("methodID", &format!("{ID_PREFIX}method/svgd"));
+    x.leaf(
+        "methodID",
+        &format!("{ID_PREFIX}method/{}", o.method.as_str()),
+    );
 
     x.open("quality", &[]);
     let used = o
@@ -359,6 +364,22 @@ fn write_origin(x: &mut XmlOut, o: &Origin) {
         x.close("originUncertainty");
     }
 
+    if o.method == OriginMethod::Linearized {
+        // Said in words too, for readers that show comments but not method ids.
+        x.open(
+            "comment",
+            &[(
+                "id",
+                &format!("{}/comment/method", resource_id("origin", &o.id)),
+            )],
+        );
+        x.leaf(
+            "text",
+            "preliminary linearized origin (grid + Levenberg-Marquardt, linearized sandwich \
+             covariance); the SVGD posterior follows as a later version",
+        );
+        x.close("comment");
+    }
     x.leaf("evaluationMode", "automatic");
     x.leaf(
         "evaluationStatus",
@@ -890,6 +911,11 @@ fn read_origin(
         None => u32::try_from(index + 1).unwrap_or(u32::MAX),
     };
     let is_final = o.text_of(&["evaluationStatus"]) == Some("final");
+    // Other agencies' method ids (and ours before the field) read as the posterior.
+    let method = match o.text_of(&["methodID"]) {
+        Some(m) if m.ends_with("/linearized") => OriginMethod::Linearized,
+        _ => OriginMethod::Svgd,
+    };
 
     let mut arrivals = Vec::new();
     for a in o.all("arrival") {
@@ -912,6 +938,7 @@ fn read_origin(
         arrivals,
         version,
         is_final,
+        method,
     })
 }
 

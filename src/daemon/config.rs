@@ -23,8 +23,12 @@
 //! [pipeline]
 //! pick_queue = 4096
 //! locate_threads = 2
+//! locate_queue = 32                            # runs waiting for a thread, one per event at most
+//! preliminary_origin = true                    # linearized first origin before the posterior
+//! locate_nice = 5                              # locate threads yield to association (Linux)
 //! relocate_slope_s = 0.5                       # relocate no sooner than slope * N + intercept
-//! relocate_intercept_s = 0.0                   #   seconds after the previous origin (N picks)
+//! relocate_intercept_s = 0.0                   #   seconds after the previous origin (N picks),
+//!                                              #   times 1 + queued runs / threads
 //! idle_advance_s = 30.0
 //! replay_window_s = 600.0
 //! ```
@@ -162,6 +166,16 @@ pub struct PipelineConfig {
     pub pick_queue: usize,
     /// Threads of the locate pool.
     pub locate_threads: usize,
+    /// Locate runs that may wait for a thread (one per event at most); beyond it relocations,
+    /// then first posteriors, are dropped (their picks go into the event's next run), and
+    /// when only final runs are left the pipeline stops taking picks until one starts.
+    pub locate_queue: usize,
+    /// Publish a quick linearized origin as soon as an event opens, before its first
+    /// posterior (if the locator has one).
+    pub preliminary_origin: bool,
+    /// Nice increment of the locate threads (0..=19; Linux): their long runs yield the cores
+    /// to the short, latency-critical association and publish work.
+    pub locate_nice: i32,
     /// Relocation throttle (scautoloc's publication interval): an event is relocated no sooner
     /// than `relocate_slope_s * N + relocate_intercept_s` seconds after its previous locate
     /// run, N its number of picks (seconds of the pipeline's clock: wall time when serving,
@@ -182,6 +196,9 @@ impl Default for PipelineConfig {
         Self {
             pick_queue: 4096,
             locate_threads: 2,
+            locate_queue: 32,
+            preliminary_origin: true,
+            locate_nice: 5,
             relocate_slope_s: 0.5,
             relocate_intercept_s: 0.0,
             idle_advance_s: 30.0,
@@ -323,6 +340,18 @@ impl ServeConfig {
             return Err(invalid(
                 "pipeline",
                 "pick_queue must be >= 1 and locate_threads in 1..=256".into(),
+            ));
+        }
+        if !(0..=19).contains(&p.locate_nice) {
+            return Err(invalid(
+                "pipeline.locate_nice",
+                format!("{} is outside 0..=19", p.locate_nice),
+            ));
+        }
+        if p.locate_queue == 0 {
+            return Err(invalid(
+                "pipeline.locate_queue",
+                "must be at least 1".into(),
             ));
         }
         for (k, v) in [

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::associate::{AssocPick, Associator, AssociatorConfig, AssociatorOutput};
 use crate::config::ResolvedStationConfig;
 use crate::domain::{Phase, Pick};
-use crate::locate::event::locate_picks_corrected;
+use crate::locate::event::{linearize_picks_corrected, locate_picks_corrected};
 use crate::locate::station_terms::{
     EventCorrections, SsstConfig, StaticTerms, StationTerms, StationTermsError,
 };
@@ -322,9 +322,46 @@ impl Locator for SvgdLocator {
     ) -> Result<Located, String> {
         self.locate_with(r, &|n, s, p| corrections.correction_s(n, s, p))
     }
+
+    fn locate_preliminary(&self, r: &LocateRequest) -> Option<Result<Located, String>> {
+        let outcome = match &self.terms {
+            Some(t) => self.linearize_with(r, &|n, s, p| t.correction_s(n, s, p)),
+            None => self.linearize_with(r, &|_, _, _| 0.0),
+        };
+        Some(outcome)
+    }
 }
 
 impl SvgdLocator {
+    /// The linearized preliminary solution with `correction_s` (s) subtracted from each pick.
+    fn linearize_with(
+        &self,
+        r: &LocateRequest,
+        correction_s: &dyn Fn(&str, &str, Phase) -> f64,
+    ) -> Result<Located, String> {
+        let inv = &self.station.inventory;
+        let pos_of = |net: &str, sta: &str| {
+            inv.position(net, sta)
+                .map(|i| self.station.station_positions[i])
+        };
+        let outcome = linearize_picks_corrected(
+            self.model.as_ref(),
+            &pos_of,
+            &self.station.frame,
+            &r.picks,
+            &self.search,
+            &self.config,
+            MAX_SPAN_S,
+            String::new(),
+            correction_s,
+        );
+        let (summary, _) = outcome.result.map_err(|e| e.to_string())?;
+        Ok(Located {
+            origin: summary.origin,
+            particles: None,
+        })
+    }
+
     /// Locates with `correction_s(network, station, phase)` (s) subtracted from each pick.
     fn locate_with(
         &self,

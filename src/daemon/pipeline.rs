@@ -37,7 +37,7 @@ use crossbeam::channel::{self, Receiver, Sender};
 
 use crate::domain::{Event, Origin, Pick};
 use crate::ingest::IngestedPick;
-use crate::metrics::{Metrics, Queue, RejectReason};
+use crate::metrics::{Coalesced, Metrics, OriginKind, Queue, RejectReason};
 use crate::publish::Publisher;
 use crate::store::{Particles, Store};
 
@@ -111,6 +111,13 @@ pub trait Locator: Send + Sync {
     ) -> Result<Located, String> {
         Err("this locator takes no station corrections".into())
     }
+
+    /// A quick preliminary solution (e.g. linearized, without a posterior) that the pipeline
+    /// publishes as an event's first origin before the full run; `None`: this locator has
+    /// none, and the first origin is a full run.
+    fn locate_preliminary(&self, _request: &LocateRequest) -> Option<Result<Located, String>> {
+        None
+    }
 }
 
 /// A stored-and-published origin version, to the publish thread.
@@ -119,6 +126,20 @@ struct PublishJob {
     origin: Origin,
     particles: Option<Particles>,
     trigger: Instant,
+    kind: RunKind,
+}
+
+/// What a run is for; decides its place in the locate queue and its metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum RunKind {
+    /// The quick linearized first origin, computed on the pipeline thread at once.
+    Preliminary,
+    /// The final run after the event's window closed (never dropped).
+    Final,
+    /// The event's first full (posterior) run.
+    FirstFull,
+    /// A later full run with more picks.
+    Relocation,
 }
 
 #[derive(Debug)]
@@ -128,20 +149,51 @@ struct Tracked {
     dirty: bool,
     closed: bool,
     final_sent: bool,
-    /// Clock time (s) the previous run finished: the relocation throttle counts from it.
+    /// Clock time (s) the previous full run finished: the relocation throttle counts from it.
     last_run_s: Option<f64>,
     /// Wall instant of the latest change (for the pick-to-origin latency metric only).
     trigger: Instant,
+    /// Wall instant the event opened: the first posterior's latency counts from it.
+    opened: Instant,
+    /// A full run has started (in this process, or the event had origins before a restart).
+    full_started: bool,
+    /// The preliminary origin is still to be computed (a new event).
+    needs_preliminary: bool,
+    /// Clock time (s) since which a due run has waited for a locate thread; `None` when no
+    /// run waits (wall clock only: on a virtual clock nothing waits).
+    queued_since_s: Option<f64>,
+    /// A run was dropped from the full queue: picks newer than the last origin wait for the
+    /// next change (at the latest the final run), or for the drain at shutdown.
+    deferred: bool,
+}
+
+impl Tracked {
+    /// The kind of this event's next full run.
+    fn next_kind(&self) -> RunKind {
+        if self.closed {
+            RunKind::Final
+        } else if !self.full_started {
+            RunKind::FirstFull
+        } else {
+            RunKind::Relocation
+        }
+    }
 }
 
 struct Done {
     /// Start order of the run (results are applied in this order on a virtual clock).
     seq: u64,
     event_id: String,
-    is_final: bool,
+    kind: RunKind,
     trigger: Instant,
     duration_s: f64,
     result: Result<Located, String>,
+}
+
+impl RunKind {
+    fn is_final(self) -> bool {
+        self == RunKind::Final
+    }
 }
 
 /// Runs in flight per pool thread before a virtual-clock pipeline stops taking picks: enough
@@ -197,9 +249,11 @@ impl Pipeline {
             close_at_end,
         } = self;
         let (pub_tx, pub_rx) = channel::bounded::<PublishJob>(1024);
+        let nice = config.locate_nice;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(config.locate_threads)
             .thread_name(|i| format!("eikoloc-locate-{i}"))
+            .start_handler(move |_| lower_priority(nice))
             .build()
             .map_err(std::io::Error::other)?;
         let publish = {
@@ -226,6 +280,7 @@ impl Pipeline {
                     done: channel::unbounded(),
                     publish: pub_tx,
                     in_flight: 0,
+                    waiting: 0,
                     next_seq: 0,
                     next_apply: 0,
                     held: BTreeMap::new(),
@@ -239,6 +294,29 @@ impl Pipeline {
             threads: vec![core, publish],
         })
     }
+}
+
+/// Lowers the calling thread's CPU priority by `nice` (Linux; elsewhere nothing): the locate
+/// pool's long runs then yield the cores to the pipeline and publish threads, whose work is
+/// short and on the latency path (a preliminary origin waits for no SVGD run).
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one
+        // thread, so only this thread is reniced.
+        let r = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, nice.min(19))
+        };
+        if r != 0 {
+            tracing::warn!(
+                "cannot lower the locate thread's priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 struct Core {
@@ -256,7 +334,10 @@ struct Core {
     versions: HashMap<String, u32>,
     done: (Sender<Done>, Receiver<Done>),
     publish: Sender<PublishJob>,
+    /// Full runs started and not finished.
     in_flight: usize,
+    /// Due runs waiting for a locate thread (wall clock), after the last scheduling pass.
+    waiting: usize,
     /// Start-order number of the next run.
     next_seq: u64,
     /// Start-order number of the next result to apply (virtual clock).
@@ -305,6 +386,16 @@ impl Core {
                 }
                 continue;
             }
+            if !virtual_clock && self.waiting > self.config.locate_queue {
+                // Only final runs are left beyond the bound (the others were dropped): stop
+                // taking picks until the pool catches up; the pick queue fills and ingest
+                // pushes back on the senders. Nothing is lost, the stream just waits.
+                if let Ok(d) = done_rx.recv_timeout(tick) {
+                    self.on_done(d);
+                }
+                self.schedule_due();
+                continue;
+            }
             channel::select! {
                 recv(picks) -> m => match m {
                     Ok(ip) => {
@@ -341,6 +432,10 @@ impl Core {
         // stay open in the store: after a restart the replay re-opens them under the same ids
         // and they go on.
         self.draining = true;
+        for ev in self.events.values_mut() {
+            // what the full queue dropped is located now, like every other change
+            ev.dirty |= ev.deferred;
+        }
         self.schedule_due();
         while self.in_flight > 0 || self.events.values().any(|e| e.dirty || e.locating) {
             match done_rx.recv_timeout(Duration::from_secs(60)) {
@@ -369,7 +464,9 @@ impl Core {
         }
         self.remember(&ip.pick);
         self.clock.pick_seen(&ip.pick.time);
+        let t = Instant::now();
         let changes = self.association.push(&ip.pick);
+        self.metrics.association_step(t.elapsed().as_secs_f64());
         self.apply(changes, ip.received);
     }
 
@@ -400,6 +497,8 @@ impl Core {
                             let next = self.store.latest_version(&id).unwrap_or(0) + 1;
                             self.versions.insert(id.clone(), next);
                         }
+                        // After a restart an event with origins goes on with full runs.
+                        let fresh = self.versions.get(&id) == Some(&1);
                         self.metrics.event_opened();
                         tracing::info!(event = %id, "event opened");
                         self.events.insert(
@@ -412,8 +511,18 @@ impl Core {
                                 final_sent: false,
                                 last_run_s: None,
                                 trigger,
+                                opened: trigger,
+                                full_started: !fresh,
+                                needs_preliminary: fresh && self.config.preliminary_origin,
+                                queued_since_s: None,
+                                deferred: false,
                             },
                         );
+                    } else if let Some(ev) = self.events.get(&id) {
+                        if ev.queued_since_s.is_some() && !ev.locating {
+                            // The queued run takes these picks too (it reads them when it starts).
+                            self.metrics.locate_coalesced(Coalesced::NewerPicks);
+                        }
                     }
                     let mut missing = false;
                     let ev = self.events.get_mut(&id).expect("inserted above");
@@ -443,6 +552,10 @@ impl Core {
                     }
                     self.metrics.event_closed();
                     if let Some(ev) = self.events.get_mut(&id) {
+                        if ev.queued_since_s.is_some() && !ev.closed {
+                            // A queued relocation becomes the final run.
+                            self.metrics.locate_coalesced(Coalesced::IntoFinal);
+                        }
                         ev.closed = true;
                         ev.dirty = true;
                         ev.trigger = trigger;
@@ -453,57 +566,176 @@ impl Core {
         self.schedule_due();
     }
 
+    /// Starts what is due. New events get their preliminary origin at once, on this thread;
+    /// full runs go to the pool, at most one per event, and on the wall clock only while a
+    /// locate thread is free. What waits is the locate queue: one entry per event at most (a
+    /// newer pick set replaces the queued one, since a run reads the event's picks when it
+    /// starts), served final runs first, then first posteriors, then relocations, oldest
+    /// first within a kind. Relocations wait `(slope * N + intercept) * (1 + queued /
+    /// threads)` after the previous run (scautoloc's interval, stretched while runs wait);
+    /// beyond `locate_queue` entries the relocations and then the first posteriors are
+    /// dropped (their picks go into the event's next run, at the latest its final one).
+    ///
+    /// On a virtual clock a run takes no time: every due run starts at once, nothing waits
+    /// and nothing is dropped, so a replay decides everything on its own timeline.
     fn schedule_due(&mut self) {
         // On a virtual clock a run finishes as it starts, which may make the event due again
         // (a closed event's final run): repeat until nothing is due. Each event has at most
         // one run after the one that follows its closing, so this ends.
+        let virtual_clock = self.clock.is_virtual();
+        let threads = self.config.locate_threads.max(1);
         loop {
+            self.run_preliminaries();
             let now_s = self.clock.now_s();
-            let mut due = Vec::new();
-            for (id, ev) in &self.events {
+            let stretch = 1.0 + self.waiting as f64 / threads as f64;
+            let mut due: Vec<(RunKind, f64, String)> = Vec::new();
+            for (id, ev) in self.events.iter_mut() {
                 if ev.locating || !ev.dirty {
                     continue;
                 }
-                let wait_s = self.config.relocate_slope_s * ev.picks.len() as f64
-                    + self.config.relocate_intercept_s;
-                let ready =
-                    self.draining || ev.closed || ev.last_run_s.is_none_or(|t| now_s - t >= wait_s);
+                let kind = ev.next_kind();
+                let ready = kind != RunKind::Relocation || self.draining || {
+                    let wait_s = (self.config.relocate_slope_s * ev.picks.len() as f64
+                        + self.config.relocate_intercept_s)
+                        * stretch;
+                    ev.last_run_s.is_none_or(|t| now_s - t >= wait_s)
+                };
                 if ready {
-                    due.push(id.clone());
+                    let since = *ev.queued_since_s.get_or_insert(now_s);
+                    due.push((kind, since, id.clone()));
+                } else {
+                    ev.queued_since_s = None;
                 }
             }
             if due.is_empty() {
+                self.waiting = 0;
                 break;
             }
             // Start order decides the order results are applied on a virtual clock; make it
             // independent of the hash map's iteration order.
-            due.sort();
-            for id in due {
-                self.dispatch(&id);
+            due.sort_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then(a.1.total_cmp(&b.1))
+                    .then_with(|| a.2.cmp(&b.2))
+            });
+            let free = if virtual_clock {
+                due.len()
+            } else {
+                threads.saturating_sub(self.in_flight)
+            };
+            let started: Vec<(RunKind, f64, String)> = due.drain(..free.min(due.len())).collect();
+            if !virtual_clock && !self.draining {
+                self.drop_beyond_bound(&mut due);
             }
-            if !self.clock.is_virtual() {
+            self.waiting = due.len();
+            for (_, _, id) in &started {
+                self.dispatch(id);
+            }
+            if !virtual_clock || started.is_empty() {
                 break;
             }
         }
-        self.metrics.set_queue_depth(Queue::Locate, self.in_flight);
+        self.metrics.set_queue_depth(Queue::Locate, self.waiting);
+        self.metrics.set_locate_in_flight(self.in_flight);
+        self.metrics
+            .set_relocate_stretch(1.0 + self.waiting as f64 / threads as f64);
+    }
+
+    /// Keeps at most `locate_queue` waiting runs: drops relocations, then first posteriors,
+    /// the latest in serving order first; final runs are never dropped.
+    fn drop_beyond_bound(&mut self, waiting: &mut Vec<(RunKind, f64, String)>) {
+        let cap = self.config.locate_queue;
+        let mut i = waiting.len();
+        while waiting.len() > cap && i > 0 {
+            i -= 1;
+            if waiting[i].0 == RunKind::Final {
+                continue;
+            }
+            let (kind, _, id) = waiting.remove(i);
+            if let Some(ev) = self.events.get_mut(&id) {
+                ev.dirty = false;
+                ev.queued_since_s = None;
+                ev.deferred = true;
+            }
+            self.metrics.locate_dropped(kind == RunKind::FirstFull);
+            tracing::debug!(event = %id, ?kind, "locate queue full: run dropped");
+        }
+    }
+
+    /// The quick first origin of every new event, computed here (a few ms) so it never waits
+    /// behind full runs; in id order, numbered in start order like every run.
+    fn run_preliminaries(&mut self) {
+        let mut ids: Vec<String> = self
+            .events
+            .iter()
+            .filter(|(_, e)| e.needs_preliminary)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort();
+        for id in ids {
+            let Some(ev) = self.events.get_mut(&id) else {
+                continue;
+            };
+            // Also for an event that closed as it opened (the associator decides an event
+            // once its nearest stations' S picks are due, which may be after its window):
+            // the final run may wait for a thread, the preliminary does not.
+            ev.needs_preliminary = false;
+            let request = LocateRequest {
+                event_id: id.clone(),
+                picks: ev.picks.clone(),
+                is_final: false,
+            };
+            let trigger = ev.trigger;
+            let start = Instant::now();
+            let locator = &self.locator;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                locator.locate_preliminary(&request)
+            }))
+            .unwrap_or_else(|_| Some(Err("the locator panicked".into())));
+            let Some(result) = result else {
+                continue;
+            };
+            self.metrics
+                .preliminary_finished(start.elapsed().as_secs_f64(), result.is_ok());
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.complete(Done {
+                seq,
+                event_id: id,
+                kind: RunKind::Preliminary,
+                trigger,
+                duration_s: start.elapsed().as_secs_f64(),
+                result,
+            });
+        }
     }
 
     fn dispatch(&mut self, id: &str) {
         let Some(ev) = self.events.get_mut(id) else {
             return;
         };
+        let kind = ev.next_kind();
         ev.locating = true;
         ev.dirty = false;
-        let is_final = ev.closed;
-        if is_final {
+        ev.deferred = false;
+        ev.queued_since_s = None;
+        ev.full_started = true;
+        if kind == RunKind::Final {
             ev.final_sent = true;
         }
         let request = LocateRequest {
             event_id: id.to_string(),
             picks: ev.picks.clone(),
-            is_final,
+            is_final: kind.is_final(),
         };
-        let trigger = ev.trigger;
+        let trigger = if kind == RunKind::FirstFull {
+            ev.opened
+        } else {
+            ev.trigger
+        };
         let locator = self.locator.clone();
         let tx = self.done.0.clone();
         let seq = self.next_seq;
@@ -517,7 +749,7 @@ impl Core {
             let _ = tx.send(Done {
                 seq,
                 event_id: request.event_id,
-                is_final,
+                kind,
                 trigger,
                 duration_s: start.elapsed().as_secs_f64(),
                 result,
@@ -525,7 +757,7 @@ impl Core {
         });
         if self.clock.is_virtual() {
             // The run takes no time on this clock; its result is applied later, in order.
-            self.run_finished(id, is_final);
+            self.run_finished(id, kind.is_final());
         }
     }
 
@@ -547,6 +779,15 @@ impl Core {
     fn on_done(&mut self, d: Done) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.metrics.locate_finished(d.duration_s, d.result.is_ok());
+        if !self.clock.is_virtual() {
+            self.run_finished(&d.event_id, d.kind.is_final());
+        }
+        self.complete(d);
+        self.schedule_due();
+    }
+
+    /// Applies a finished run: at once on the wall clock, in start order on a virtual clock.
+    fn complete(&mut self, d: Done) {
         if self.clock.is_virtual() {
             self.held.insert(d.seq, d);
             while let Some(d) = self.held.remove(&self.next_apply) {
@@ -554,10 +795,8 @@ impl Core {
                 self.apply_result(d);
             }
         } else {
-            self.run_finished(&d.event_id, d.is_final);
             self.apply_result(d);
         }
-        self.schedule_due();
     }
 
     /// Numbers, stores and publishes a run's origin.
@@ -569,7 +808,7 @@ impl Core {
                 };
                 let mut origin = located.origin;
                 origin.version = *version;
-                origin.is_final = d.is_final;
+                origin.is_final = d.kind.is_final();
                 origin.id = format!("{}/v{}", d.event_id, origin.version);
                 *version += 1;
                 let particles = located.particles.map(|rows| Particles {
@@ -582,29 +821,49 @@ impl Core {
                     origin,
                     particles,
                     trigger: d.trigger,
+                    kind: d.kind,
                 });
                 self.metrics
                     .set_queue_depth(Queue::Publish, self.publish.len());
             }
             Err(e) => {
-                tracing::warn!(event = %d.event_id, final_run = d.is_final, "locate failed: {e}")
+                tracing::warn!(event = %d.event_id, kind = ?d.kind, "locate failed: {e}")
             }
         }
-        if d.is_final && !self.events.contains_key(&d.event_id) {
+        if d.kind.is_final() && !self.events.contains_key(&d.event_id) {
             self.versions.remove(&d.event_id);
         }
     }
 }
 
+/// The publish stage: stores each version, hands it to the publishers that need only the
+/// origin (the stream) at once, then to the thread of the publishers that need the whole
+/// event read back from the store (the QuakeML files), so a slow disk never delays a stream
+/// subscriber. Every publisher still receives every version, in order.
 fn publish_loop(
     rx: Receiver<PublishJob>,
     store: Store,
     metrics: Metrics,
-    mut publishers: Vec<Box<dyn Publisher>>,
+    publishers: Vec<Box<dyn Publisher>>,
 ) {
+    let (mut fast, slow): (Vec<_>, Vec<_>) = publishers.into_iter().partition(|p| !p.wants_event());
+    let (slow_tx, slow_rx) = channel::bounded::<(String, Origin)>(1024);
+    let slow_thread = (!slow.is_empty())
+        .then(|| {
+            let (store, metrics) = (store.clone(), metrics.clone());
+            std::thread::Builder::new()
+                .name("eikoloc-publish-files".into())
+                .spawn(move || event_publish_loop(slow_rx, store, metrics, slow))
+                .map_err(|e| tracing::error!("cannot start the file publisher thread: {e}"))
+                .ok()
+        })
+        .flatten();
     for job in rx.iter() {
         metrics.set_queue_depth(Queue::Publish, rx.len());
-        match store.insert_origin(&job.event_id, &job.origin, job.particles.as_ref()) {
+        let t = Instant::now();
+        let stored = store.insert_origin(&job.event_id, &job.origin, job.particles.as_ref());
+        metrics.publish_stage("store", t.elapsed().as_secs_f64());
+        match stored {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(origin = %job.origin.id, "origin version already stored; not published again");
@@ -612,24 +871,21 @@ fn publish_loop(
             }
             Err(e) => tracing::error!(origin = %job.origin.id, "storing origin: {e}"),
         }
-        let event = match store.event(&job.event_id) {
-            Ok(Some(e)) => e,
-            Ok(None) | Err(_) => Event {
-                id: job.event_id.clone(),
-                picks: Vec::new(),
-                origins: vec![job.origin.clone()],
-                preferred_origin: Some(0),
-            },
+        let event = Event {
+            id: job.event_id.clone(),
+            picks: Vec::new(),
+            origins: vec![job.origin.clone()],
+            preferred_origin: Some(0),
         };
-        for p in publishers.iter_mut() {
-            if let Err(e) = p.publish(&event, &job.origin) {
-                metrics.publish_failed(p.name());
-                tracing::error!(publisher = p.name(), origin = %job.origin.id, "publish failed: {e}");
-            }
-        }
+        publish_to(&mut fast, &event, &job.origin, &metrics);
+        let kind = match job.kind {
+            RunKind::Final => OriginKind::Final,
+            _ if job.origin.version == 1 => OriginKind::First,
+            RunKind::FirstFull => OriginKind::FirstPosterior,
+            _ => OriginKind::Update,
+        };
         metrics.origin_published(
-            job.origin.version,
-            job.origin.is_final,
+            kind,
             job.trigger.elapsed().as_secs_f64(),
             job.origin.uncertainty.horizontal_68.major_km,
         );
@@ -637,16 +893,74 @@ fn publish_loop(
             event = %job.event_id,
             version = job.origin.version,
             is_final = job.origin.is_final,
+            method = job.origin.method.as_str(),
             lat = job.origin.lat_deg,
             lon = job.origin.lon_deg,
             depth_km = job.origin.depth_km,
             "origin published"
         );
+        if slow_thread.is_some() {
+            // Blocking: if the files fall behind, the publish stage waits for them.
+            let _ = slow_tx.send((job.event_id, job.origin));
+        }
+    }
+    for p in fast.iter_mut() {
+        if let Err(e) = p.flush() {
+            tracing::error!(publisher = p.name(), "flush failed: {e}");
+        }
+    }
+    drop(slow_tx);
+    if let Some(t) = slow_thread {
+        let _ = t.join();
+    }
+}
+
+/// The publishers that need the whole event: read it back from the store, then publish.
+fn event_publish_loop(
+    rx: Receiver<(String, Origin)>,
+    store: Store,
+    metrics: Metrics,
+    mut publishers: Vec<Box<dyn Publisher>>,
+) {
+    for (event_id, origin) in rx.iter() {
+        let t = Instant::now();
+        let event = match store.event(&event_id) {
+            Ok(Some(e)) => e,
+            other => {
+                if let Err(e) = other {
+                    tracing::warn!(event = %event_id, "reading the event back: {e}");
+                }
+                Event {
+                    id: event_id.clone(),
+                    picks: Vec::new(),
+                    origins: vec![origin.clone()],
+                    preferred_origin: Some(0),
+                }
+            }
+        };
+        metrics.publish_stage("read", t.elapsed().as_secs_f64());
+        publish_to(&mut publishers, &event, &origin, &metrics);
     }
     for p in publishers.iter_mut() {
         if let Err(e) = p.flush() {
             tracing::error!(publisher = p.name(), "flush failed: {e}");
         }
+    }
+}
+
+fn publish_to(
+    publishers: &mut [Box<dyn Publisher>],
+    event: &Event,
+    origin: &Origin,
+    metrics: &Metrics,
+) {
+    for p in publishers.iter_mut() {
+        let t = Instant::now();
+        if let Err(e) = p.publish(event, origin) {
+            metrics.publish_failed(p.name());
+            tracing::error!(publisher = p.name(), origin = %origin.id, "publish failed: {e}");
+        }
+        metrics.publish_stage(p.name(), t.elapsed().as_secs_f64());
     }
 }
 
@@ -663,9 +977,21 @@ mod tests {
     use crate::replay::ArchiveGrouping;
 
     /// Finishes runs in a random order on purpose; the origin's depth records the pick count.
-    struct Jittery;
+    /// With `preliminary`, it has a preliminary solution too (the same origin, linearized).
+    struct Jittery {
+        preliminary: bool,
+    }
 
     impl Locator for Jittery {
+        fn locate_preliminary(&self, r: &LocateRequest) -> Option<Result<Located, String>> {
+            self.preliminary.then(|| {
+                self.locate(r).map(|mut l| {
+                    l.origin.method = crate::domain::OriginMethod::Linearized;
+                    l
+                })
+            })
+        }
+
         fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
             let us = rand::thread_rng().gen_range(0..2000);
             std::thread::sleep(Duration::from_micros(us));
@@ -684,13 +1010,14 @@ mod tests {
                     arrivals: Vec::new(),
                     version: 0,
                     is_final: false,
+                    method: Default::default(),
                 },
                 particles: None,
             })
         }
     }
 
-    type Log = Arc<Mutex<Vec<(String, u32, usize, bool)>>>;
+    type Log = Arc<Mutex<Vec<(String, u32, usize, bool, crate::domain::OriginMethod)>>>;
 
     struct Recorder(Log);
 
@@ -700,12 +1027,21 @@ mod tests {
         }
         fn publish(&mut self, event: &Event, o: &Origin) -> Result<(), PublishError> {
             let mut log = self.0.lock().unwrap();
-            log.push((event.id.clone(), o.version, o.depth_km as usize, o.is_final));
+            log.push((
+                event.id.clone(),
+                o.version,
+                o.depth_km as usize,
+                o.is_final,
+                o.method,
+            ));
             Ok(())
         }
     }
 
-    fn replay_once(picks: &[(String, Pick)]) -> Vec<(String, u32, usize, bool)> {
+    fn replay_once(
+        picks: &[(String, Pick)],
+        preliminary: bool,
+    ) -> Vec<(String, u32, usize, bool, crate::domain::OriginMethod)> {
         let log: Log = Arc::default();
         let (tx, rx) = channel::bounded(16);
         let grouping =
@@ -720,7 +1056,7 @@ mod tests {
             store: Store::open_in_memory().unwrap(),
             metrics: Metrics::new(&[]),
             association: Box::new(grouping),
-            locator: Arc::new(Jittery),
+            locator: Arc::new(Jittery { preliminary }),
             publishers: vec![Box::new(Recorder(log.clone()))],
             clock: Box::new(VirtualClock::new()),
             close_at_end: true,
@@ -754,10 +1090,17 @@ mod tests {
             }
         }
         picks.sort_by_key(|a| a.1.time);
-        let first = replay_once(&picks);
+        for preliminary in [false, true] {
+            check_replays(&picks, preliminary);
+        }
+    }
+
+    fn check_replays(picks: &[(String, Pick)], preliminary: bool) {
+        use crate::domain::OriginMethod;
+        let first = replay_once(picks, preliminary);
         for _ in 0..2 {
             assert_eq!(
-                replay_once(&picks),
+                replay_once(picks, preliminary),
                 first,
                 "same input, same publication sequence"
             );
@@ -781,6 +1124,17 @@ mod tests {
                 "{id}: the final origin has every pick"
             );
             assert!(mine[0].2 == 3 && !mine[0].3, "{id}: the first at 3 picks");
+            if preliminary {
+                // the preliminary first, then the first full run on the same picks
+                assert_eq!(mine[0].4, OriginMethod::Linearized, "{id}: {mine:?}");
+                assert!(
+                    mine[1].2 == 3 && mine[1].4 == OriginMethod::Svgd,
+                    "{id}: {mine:?}"
+                );
+                assert!(mine[1..].iter().all(|r| r.4 == OriginMethod::Svgd));
+            } else {
+                assert!(mine.iter().all(|r| r.4 == OriginMethod::Svgd));
+            }
         }
     }
 }

@@ -72,6 +72,28 @@ pub struct OriginUncertainty {
     pub covariance_km2: [[f64; 3]; 3],
 }
 
+/// How an origin's hypocentre and uncertainty were computed (QuakeML `methodID`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginMethod {
+    /// The full Bayesian posterior: SVGD particles (their covariance and quantiles).
+    #[default]
+    Svgd,
+    /// A quick preliminary solution: grid + Levenberg-Marquardt with its linearized (sandwich)
+    /// covariance, published before the posterior is ready.
+    Linearized,
+}
+
+impl OriginMethod {
+    /// Lowercase name (`svgd`, `linearized`), as in the stream, QuakeML `methodID` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginMethod::Svgd => "svgd",
+            OriginMethod::Linearized => "linearized",
+        }
+    }
+}
+
 /// One solution for an event's hypocentre.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Origin {
@@ -101,6 +123,9 @@ pub struct Origin {
     pub version: u32,
     /// True when the event's association window has closed.
     pub is_final: bool,
+    /// How it was computed (absent in records written before the field existed: SVGD).
+    #[serde(default)]
+    pub method: OriginMethod,
 }
 
 /// An earthquake: its picks and its successive origins.

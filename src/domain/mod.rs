@@ -8,7 +8,7 @@ pub mod station;
 pub mod time;
 
 pub use event::{
-    Arrival, ConfidenceEllipsoid, Event, HorizontalEllipse, Origin, OriginUncertainty,
+    Arrival, ConfidenceEllipsoid, Event, HorizontalEllipse, Origin, OriginMethod, OriginUncertainty,
 };
 pub use geo::{GeoError, GeoPoint, LocalFrame, LocalPoint};
 pub use pick::{Phase, PhaseError, Pick};

@@ -100,6 +100,61 @@ pub fn locate_picks_corrected(
     origin_id: String,
     correction_s: &dyn Fn(&str, &str, Phase) -> f64,
 ) -> EventOutcome {
+    solve_picks(
+        station_position,
+        frame,
+        picks,
+        config,
+        max_span_s,
+        origin_id,
+        correction_s,
+        &|obs| locate(model, obs, bbox, config, seed),
+    )
+}
+
+/// [`locate_picks_corrected`] with the quick linearized solution instead of the SVGD
+/// posterior ([`super::linearized()`]): the same input checks, an origin whose
+/// [`OriginMethod`](crate::domain::OriginMethod) is `Linearized`, no particles.
+#[allow(clippy::too_many_arguments)]
+pub fn linearize_picks_corrected(
+    model: &dyn TraveltimeModel,
+    station_position: &dyn Fn(&str, &str) -> Option<LocalPoint>,
+    frame: &LocalFrame,
+    picks: &[Pick],
+    bbox: &SearchBox,
+    config: &LocateConfig,
+    max_span_s: f64,
+    origin_id: String,
+    correction_s: &dyn Fn(&str, &str, Phase) -> f64,
+) -> EventOutcome {
+    let mut out = solve_picks(
+        station_position,
+        frame,
+        picks,
+        config,
+        max_span_s,
+        origin_id,
+        correction_s,
+        &|obs| super::linearized(model, obs, bbox, config),
+    );
+    if let Ok((s, _)) = &mut out.result {
+        s.origin.method = crate::domain::OriginMethod::Linearized;
+    }
+    out
+}
+
+/// The input checks, then `solve` on the observations, then the summary.
+#[allow(clippy::too_many_arguments)]
+fn solve_picks(
+    station_position: &dyn Fn(&str, &str) -> Option<LocalPoint>,
+    frame: &LocalFrame,
+    picks: &[Pick],
+    config: &LocateConfig,
+    max_span_s: f64,
+    origin_id: String,
+    correction_s: &dyn Fn(&str, &str, Phase) -> f64,
+    solve: &dyn Fn(&[Observation]) -> Result<Posterior, LocateError>,
+) -> EventOutcome {
     let mut problems = InputProblems::default();
     let mut kept: Vec<(&Pick, LocalPoint)> = Vec::new();
     let mut seen: HashMap<(&str, &str, Phase), usize> = HashMap::new();
@@ -186,7 +241,7 @@ pub fn locate_picks_corrected(
             y_km: pos.y_km,
         })
         .collect();
-    let result = locate(model, &obs, bbox, config, seed).map(|post| {
+    let result = solve(&obs).map(|post| {
         let s = summarize(&post, &inputs, frame, &reference_time, origin_id);
         (s, post)
     });

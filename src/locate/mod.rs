@@ -16,6 +16,8 @@ pub mod estimate;
 pub mod event;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod likelihood;
+#[allow(clippy::needless_range_loop)]
+pub mod linearized;
 pub mod station_terms;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod summary;
@@ -25,6 +27,7 @@ pub mod svgd;
 pub mod table;
 
 pub use likelihood::{LikelihoodKind, OriginTimeMode};
+pub use linearized::linearized;
 pub use summary::{summarize, ArrivalInput, EventSummary};
 pub use table::{RadialTableModel, TableGrid};
 
@@ -233,6 +236,18 @@ pub fn locate(
     config: &LocateConfig,
     seed: u64,
 ) -> Result<Posterior, LocateError> {
+    check_inputs(obs, bbox, config)?;
+    let first = estimate::first_estimate(model, obs, bbox, config)?;
+    svgd::run(model, obs, bbox, config, &first, seed)
+}
+
+/// What every solution needs: a valid box, enough particles, at least `min_picks` (and 4)
+/// picks at 3 or more stations.
+fn check_inputs(
+    obs: &[Observation],
+    bbox: &SearchBox,
+    config: &LocateConfig,
+) -> Result<(), LocateError> {
     if !bbox.is_valid() {
         return Err(LocateError::Config(format!(
             "search box is empty or not finite: {bbox:?}"
@@ -259,6 +274,5 @@ pub fn locate(
             min_picks: config.min_picks.max(4),
         });
     }
-    let first = estimate::first_estimate(model, obs, bbox, config)?;
-    svgd::run(model, obs, bbox, config, &first, seed)
+    Ok(())
 }

@@ -187,6 +187,7 @@ pub fn summarize(
         arrivals,
         version: 1,
         is_final: true,
+        method: crate::domain::OriginMethod::Svgd,
     };
     EventSummary {
         origin,

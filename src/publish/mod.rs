@@ -39,8 +39,15 @@ pub enum PublishError {
 pub trait Publisher: Send {
     /// Short name for logs and the `publisher` metric label.
     fn name(&self) -> &'static str;
-    /// A new origin version: `event` holds every version so far, the new one last.
+    /// A new origin version: `event` holds every version so far, the new one last (or, for a
+    /// publisher whose [`Publisher::wants_event`] is false, only the event id and the new
+    /// origin).
     fn publish(&mut self, event: &Event, origin: &Origin) -> Result<(), PublishError>;
+    /// True when the publisher needs the whole event (picks, every version); false lets the
+    /// publish stage call it before reading the event back from the store.
+    fn wants_event(&self) -> bool {
+        true
+    }
     /// Called once at shutdown after the last version.
     fn flush(&mut self) -> Result<(), PublishError> {
         Ok(())
@@ -177,6 +184,9 @@ impl OriginStream {
 impl Publisher for OriginStream {
     fn name(&self) -> &'static str {
         "stream"
+    }
+    fn wants_event(&self) -> bool {
+        false
     }
     fn publish(&mut self, event: &Event, origin: &Origin) -> Result<(), PublishError> {
         let msg = OriginMessage {

@@ -554,6 +554,7 @@ mod tests {
             }],
             version,
             is_final: false,
+            method: Default::default(),
         }
     }
 

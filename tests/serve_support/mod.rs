@@ -291,6 +291,7 @@ impl Locator for CentroidLocator {
                 .collect(),
             version: 0,
             is_final: false,
+            method: Default::default(),
         };
         Ok(Located {
             origin,
@@ -304,6 +305,41 @@ pub fn engine(station: &eikoloc::config::ResolvedStationConfig) -> Engine {
         association: Box::new(MinuteAssociation::default()),
         locator: Arc::new(CentroidLocator {
             station: station.clone(),
+        }),
+    }
+}
+
+/// [`CentroidLocator`] with a preliminary solution (the same origin, marked linearized and
+/// returned at once) and full runs that take `run_ms` of wall time, so tests can fill the
+/// locate queue.
+pub struct SlowCentroid {
+    pub inner: CentroidLocator,
+    pub run_ms: u64,
+}
+
+impl Locator for SlowCentroid {
+    fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
+        std::thread::sleep(Duration::from_millis(self.run_ms));
+        self.inner.locate(r)
+    }
+    fn locate_preliminary(&self, r: &LocateRequest) -> Option<Result<Located, String>> {
+        Some(self.inner.locate(r).map(|mut l| {
+            l.origin.method = eikoloc::domain::OriginMethod::Linearized;
+            l.particles = None;
+            l
+        }))
+    }
+}
+
+/// The minute association with a [`SlowCentroid`] locator.
+pub fn slow_engine(station: &eikoloc::config::ResolvedStationConfig, run_ms: u64) -> Engine {
+    Engine {
+        association: Box::new(MinuteAssociation::default()),
+        locator: Arc::new(SlowCentroid {
+            inner: CentroidLocator {
+                station: station.clone(),
+            },
+            run_ms,
         }),
     }
 }
