@@ -235,6 +235,7 @@ pub fn run(
     let mut grads_u = vec![[0.0; 3]; np];
     let mut phi = vec![[0.0; 3]; np];
     let mut d2 = vec![0.0; np * np];
+    let mut all: Vec<f64> = Vec::with_capacity(np * (np - 1) / 2);
     let mut iterations = 0;
     let mut converged = false;
     let mut calm = 0;
@@ -248,7 +249,7 @@ pub fn run(
             grads_u[i] = [gu[0], gu[1], gu[2]];
         }
         // RBF kernel with the median heuristic h = med(d^2) / ln(n + 1)
-        let mut all = Vec::with_capacity(np * (np - 1) / 2);
+        all.clear();
         for i in 0..np {
             for j in i + 1..np {
                 let d = (us[i][0] - us[j][0]).powi(2)
