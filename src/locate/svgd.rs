@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::estimate::FirstEstimate;
-use super::likelihood::{Likelihood, Scratch};
+use super::likelihood::{fast_exp, Likelihood, Scratch};
 use super::{LocateConfig, LocateError, Observation, Posterior, SearchBox};
 use crate::domain::LocalPoint;
 use crate::traveltime::{Receiver, TimeAndGradient, TraveltimeModel};
@@ -236,6 +236,7 @@ pub fn run(
     let mut phi = vec![[0.0; 3]; np];
     let mut d2 = vec![0.0; np * np];
     let mut all: Vec<f64> = Vec::with_capacity(np * (np - 1) / 2);
+    let mut krow = vec![0.0; np];
     let mut iterations = 0;
     let mut converged = false;
     let mut calm = 0;
@@ -255,11 +256,10 @@ pub fn run(
                 let d = (us[i][0] - us[j][0]).powi(2)
                     + (us[i][1] - us[j][1]).powi(2)
                     + (us[i][2] - us[j][2]).powi(2);
+                // only the upper triangle is read: the kernel loop walks pairs i < j
                 d2[i * np + j] = d;
-                d2[j * np + i] = d;
                 all.push(d);
             }
-            d2[i * np + i] = 0.0;
         }
         let mid = all.len() / 2;
         let med = if all.is_empty() {
@@ -268,7 +268,8 @@ pub fn run(
             *all.select_nth_unstable_by(mid, |a, b| a.total_cmp(b)).1
         };
         let h = (med / ((np + 1) as f64).ln()).max(1e-8);
-        // the kernel is symmetric: one exp per pair
+        let inv_h = 1.0 / h;
+        // the kernel is symmetric: one exp per pair, a row at a time (a loop that vectorises)
         for p in phi.iter_mut() {
             *p = [0.0; 3];
         }
@@ -276,8 +277,12 @@ pub fn run(
             for c in 0..3 {
                 phi[i][c] += grads_u[i][c];
             }
+            let row = &mut krow[i + 1..np];
+            for (k, d) in row.iter_mut().zip(&d2[i * np + i + 1..(i + 1) * np]) {
+                *k = fast_exp(-d * inv_h);
+            }
             for j in i + 1..np {
-                let k = (-d2[i * np + j] / h).exp();
+                let k = krow[j];
                 for c in 0..3 {
                     let rep = (2.0 / h) * k * (us[i][c] - us[j][c]);
                     phi[i][c] += k * grads_u[j][c] + rep;
