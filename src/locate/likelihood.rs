@@ -277,14 +277,8 @@ pub fn fast_exp(x: f64) -> f64 {
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     // rounds to nearest for |v| < 2^51 without a libm call
     const SHIFT: f64 = 6_755_399_441_055_744.0;
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    let x = if x < -700.0 {
-        -700.0
-    } else if x > 700.0 {
-        700.0
-    } else {
-        x
-    };
+    // clamp keeps NaN (max/min would drop it)
+    let x = x.clamp(-700.0, 700.0);
     let kf = (x * std::f64::consts::LOG2_E + SHIFT) - SHIFT;
     let r = (x - kf * LN2_HI) - kf * LN2_LO;
     let mut p = 1.0 / 479_001_600.0;

@@ -123,12 +123,7 @@ struct KernelWork {
 /// The SVGD direction phi_i = 1/n sum_j k(u_j, u_i) grad_j + grad_{u_j} k(u_j, u_i) with the
 /// RBF kernel k = exp(-|u_i - u_j|^2 / h), h = med(d^2) / ln(n + 1) (median heuristic).
 /// The kernel is symmetric: one exp per pair.
-fn stein_direction(
-    us: &[[f64; 3]],
-    grads: &[[f64; 3]],
-    w: &mut KernelWork,
-    phi: &mut [[f64; 3]],
-) {
+fn stein_direction(us: &[[f64; 3]], grads: &[[f64; 3]], w: &mut KernelWork, phi: &mut [[f64; 3]]) {
     let np = us.len();
     for c in 0..3 {
         w.u[c].clear();
