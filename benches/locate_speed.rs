@@ -2,7 +2,8 @@
 //! Metropolis refinement, default configuration). Prints the distribution of per-event wall
 //! time and on-CPU time (from /proc/thread-self/schedstat, immune to other load on the
 //! machine), one event at a time, and the 2-thread throughput (rayon over events).
-//! Run: `cargo bench --bench locate_speed` (EIKOLOC_SPEED_EVENTS sets the event count).
+//! Run: `cargo bench --bench locate_speed` (EIKOLOC_SPEED_EVENTS sets the event count;
+//! EIKOLOC_SPEED_MODELS, a comma list such as `table(analytic),table(exact-1d)`, picks models).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,6 +99,10 @@ fn main() {
         Arc::new(RadialTableModel::build(exact.clone(), grid, &receivers).unwrap()),
     ));
     println!("exact table build: {:.2} s", t.elapsed().as_secs_f64());
+    if let Ok(keep) = std::env::var("EIKOLOC_SPEED_MODELS") {
+        let keep: Vec<&str> = keep.split(',').map(str::trim).collect();
+        models.retain(|(name, _)| keep.contains(&name.as_str()));
+    }
     let config = LocateConfig::default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::estimate::FirstEstimate;
-use super::likelihood::{Likelihood, Scratch};
+use super::likelihood::{fast_exp, Likelihood, Scratch};
 use super::{LocateConfig, LocateError, Observation, Posterior, SearchBox};
 use crate::domain::LocalPoint;
 use crate::traveltime::{Receiver, TimeAndGradient, TraveltimeModel};
@@ -104,6 +104,96 @@ impl Target<'_> {
             out.push((v, t0));
         }
         Ok(out)
+    }
+}
+
+/// Buffers of [`stein_direction`], reused across iterations: positions, gradients and the
+/// direction by coordinate (structure of arrays, so the per-pair loops vectorise), and the
+/// upper triangle of squared distances row by row.
+#[derive(Default)]
+struct KernelWork {
+    u: [Vec<f64>; 3],
+    g: [Vec<f64>; 3],
+    p: [Vec<f64>; 3],
+    tri: Vec<f64>,
+    all: Vec<f64>,
+    krow: Vec<f64>,
+}
+
+/// The SVGD direction phi_i = 1/n sum_j k(u_j, u_i) grad_j + grad_{u_j} k(u_j, u_i) with the
+/// RBF kernel k = exp(-|u_i - u_j|^2 / h), h = med(d^2) / ln(n + 1) (median heuristic).
+/// The kernel is symmetric: one exp per pair.
+fn stein_direction(us: &[[f64; 3]], grads: &[[f64; 3]], w: &mut KernelWork, phi: &mut [[f64; 3]]) {
+    let np = us.len();
+    for c in 0..3 {
+        w.u[c].clear();
+        w.u[c].extend(us.iter().map(|u| u[c]));
+        w.g[c].clear();
+        w.g[c].extend(grads.iter().map(|g| g[c]));
+        // each particle's own term: k(u_i, u_i) = 1, no repulsion
+        w.p[c].clear();
+        w.p[c].extend_from_slice(&w.g[c]);
+    }
+    w.tri.clear();
+    w.tri.resize(np * np.saturating_sub(1) / 2, 0.0);
+    let mut off = 0;
+    for i in 0..np {
+        let m = np - i - 1;
+        let (x, y, z) = (w.u[0][i], w.u[1][i], w.u[2][i]);
+        let row = &mut w.tri[off..off + m];
+        for (((d, xj), yj), zj) in row
+            .iter_mut()
+            .zip(&w.u[0][i + 1..])
+            .zip(&w.u[1][i + 1..])
+            .zip(&w.u[2][i + 1..])
+        {
+            let (dx, dy, dz) = (x - xj, y - yj, z - zj);
+            *d = dx * dx + dy * dy + dz * dz;
+        }
+        off += m;
+    }
+    w.all.clear();
+    w.all.extend_from_slice(&w.tri);
+    let mid = w.all.len() / 2;
+    let med = if w.all.is_empty() {
+        1.0
+    } else {
+        *w.all.select_nth_unstable_by(mid, |a, b| a.total_cmp(b)).1
+    };
+    let h = (med / ((np + 1) as f64).ln()).max(1e-8);
+    let inv_h = 1.0 / h;
+    let c2 = 2.0 * inv_h;
+    w.krow.resize(np, 0.0);
+    let mut off = 0;
+    for i in 0..np {
+        let m = np - i - 1;
+        let kr = &mut w.krow[..m];
+        for (k, d) in kr.iter_mut().zip(&w.tri[off..off + m]) {
+            *k = fast_exp(-d * inv_h);
+        }
+        off += m;
+        for c in 0..3 {
+            let (ui, gi) = (w.u[c][i], w.g[c][i]);
+            let uj = &w.u[c][i + 1..];
+            let gj = &w.g[c][i + 1..];
+            // particle i pushes on every j > i (a loop without a carried sum: it vectorises)
+            let (lo, hi) = w.p[c].split_at_mut(i + 1);
+            for ((pj, k), u) in hi.iter_mut().zip(kr.iter()).zip(uj) {
+                *pj += k * gi - c2 * k * (ui - u);
+            }
+            // and every j > i on particle i
+            let mut acc = 0.0;
+            for ((k, u), g) in kr.iter().zip(uj).zip(gj) {
+                acc += k * g + c2 * k * (ui - u);
+            }
+            lo[i] += acc;
+        }
+    }
+    let inv_n = 1.0 / np as f64;
+    for (i, p) in phi.iter_mut().enumerate() {
+        for c in 0..3 {
+            p[c] = w.p[c][i] * inv_n;
+        }
     }
 }
 
@@ -234,7 +324,7 @@ pub fn run(
     let (b1, b2) = (0.9f64, 0.99f64);
     let mut grads_u = vec![[0.0; 3]; np];
     let mut phi = vec![[0.0; 3]; np];
-    let mut d2 = vec![0.0; np * np];
+    let mut kw = KernelWork::default();
     let mut iterations = 0;
     let mut converged = false;
     let mut calm = 0;
@@ -247,48 +337,7 @@ pub fn run(
             let gu = lt * gx;
             grads_u[i] = [gu[0], gu[1], gu[2]];
         }
-        // RBF kernel with the median heuristic h = med(d^2) / ln(n + 1)
-        let mut all = Vec::with_capacity(np * (np - 1) / 2);
-        for i in 0..np {
-            for j in i + 1..np {
-                let d = (us[i][0] - us[j][0]).powi(2)
-                    + (us[i][1] - us[j][1]).powi(2)
-                    + (us[i][2] - us[j][2]).powi(2);
-                d2[i * np + j] = d;
-                d2[j * np + i] = d;
-                all.push(d);
-            }
-            d2[i * np + i] = 0.0;
-        }
-        let mid = all.len() / 2;
-        let med = if all.is_empty() {
-            1.0
-        } else {
-            *all.select_nth_unstable_by(mid, |a, b| a.total_cmp(b)).1
-        };
-        let h = (med / ((np + 1) as f64).ln()).max(1e-8);
-        // the kernel is symmetric: one exp per pair
-        for p in phi.iter_mut() {
-            *p = [0.0; 3];
-        }
-        for i in 0..np {
-            for c in 0..3 {
-                phi[i][c] += grads_u[i][c];
-            }
-            for j in i + 1..np {
-                let k = (-d2[i * np + j] / h).exp();
-                for c in 0..3 {
-                    let rep = (2.0 / h) * k * (us[i][c] - us[j][c]);
-                    phi[i][c] += k * grads_u[j][c] + rep;
-                    phi[j][c] += k * grads_u[i][c] - rep;
-                }
-            }
-        }
-        for p in phi.iter_mut() {
-            for c in p.iter_mut() {
-                *c /= np as f64;
-            }
-        }
+        stein_direction(&us, &grads_u, &mut kw, &mut phi);
         // Adam ascent along phi
         let t = (it + 1) as i32;
         let mut moved = 0.0;

@@ -16,10 +16,75 @@ use crate::domain::{LocalPoint, Phase};
 use crate::traveltime::{Receiver, TimeAndGradient, TraveltimeError, TraveltimeModel};
 
 /// Grid of one (phase, receiver depth) table.
+///
+/// Stored with a one-node border on every side (row -1 and row nz repeat the edge rows,
+/// column -1 mirrors column 1 since tau is even in r, column nr repeats column nr-1): the
+/// bicubic stencil is then four contiguous runs of four values, with no per-tap index
+/// clamping, which was most of the lookup's cost.
 #[derive(Debug, Clone)]
 struct Table {
     zr_km: f64,
-    tau: Vec<f64>, // [iz * nr + ir]
+    tau: Vec<f64>, // [(iz + 1) * (nr + 2) + ir + 1]
+}
+
+/// Grid sizes and reciprocal spacings, computed once rather than per lookup.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    nr: usize,
+    nz: usize,
+    stride: usize,
+    inv_dr: f64,
+    inv_dz: f64,
+    z_min_km: f64,
+    fr_max: f64,
+    fz_max: f64,
+}
+
+impl Geometry {
+    fn of(g: &TableGrid) -> Self {
+        let (nr, nz) = (g.nr(), g.nz());
+        Self {
+            nr,
+            nz,
+            stride: nr + 2,
+            inv_dr: 1.0 / g.dr_km,
+            inv_dz: 1.0 / g.dz_km,
+            z_min_km: g.z_min_km,
+            fr_max: (nr - 1) as f64,
+            fz_max: (nz - 1) as f64,
+        }
+    }
+
+    /// Index of the stencil's first (top-left) value in the padded table and the fractional
+    /// positions in the cell, or None outside the table.
+    #[inline(always)]
+    fn cell(&self, r: f64, zs: f64) -> Option<(usize, f64, f64)> {
+        let fr = r * self.inv_dr;
+        let fz = (zs - self.z_min_km) * self.inv_dz;
+        if !(fr >= 0.0 && fz >= 0.0) || fr > self.fr_max || fz > self.fz_max {
+            return None;
+        }
+        // non-negative here, so truncation is floor (and no libm call)
+        let ir = (fr as usize).min(self.nr - 2);
+        let iz = (fz as usize).min(self.nz - 2);
+        // stencil rows iz-1..=iz+2 and columns ir-1..=ir+2 start at padded (iz, ir)
+        Some((iz * self.stride + ir, fr - ir as f64, fz - iz as f64))
+    }
+}
+
+/// Pads a table stored as [iz * nr + ir] with the border described at [`Table`].
+fn pad(raw: &[f64], nr: usize, nz: usize) -> Vec<f64> {
+    let stride = nr + 2;
+    let mut out = vec![0.0; stride * (nz + 2)];
+    for pz in 0..nz + 2 {
+        let iz = pz.saturating_sub(1).min(nz - 1);
+        let row = &raw[iz * nr..(iz + 1) * nr];
+        let dst = &mut out[pz * stride..(pz + 1) * stride];
+        dst[0] = row[1];
+        dst[1..=nr].copy_from_slice(row);
+        dst[nr + 1] = row[nr - 1];
+    }
+    out
 }
 
 /// Grid geometry shared by all tables.
@@ -50,6 +115,7 @@ impl TableGrid {
 pub struct RadialTableModel {
     inner: Arc<dyn TraveltimeModel>,
     grid: TableGrid,
+    geo: Geometry,
     tables: HashMap<(Phase, i64), Table>,
 }
 
@@ -76,6 +142,19 @@ fn cr(t: f64) -> ([f64; 4], [f64; 4]) {
             0.5 * (3.0 * t2 - 2.0 * t),
         ],
     )
+}
+
+/// Catmull-Rom weights only.
+#[inline(always)]
+fn cr_value(t: f64) -> [f64; 4] {
+    let t2 = t * t;
+    let t3 = t2 * t;
+    [
+        0.5 * (-t3 + 2.0 * t2 - t),
+        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
+        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
+        0.5 * (t3 - t2),
+    ]
 }
 
 impl RadialTableModel {
@@ -134,12 +213,19 @@ impl RadialTableModel {
                         };
                     }
                 }
-                Ok(((phase, key), Table { zr_km: zr, tau }))
+                Ok((
+                    (phase, key),
+                    Table {
+                        zr_km: zr,
+                        tau: pad(&tau, nr, nz),
+                    },
+                ))
             })
             .collect();
         Ok(Self {
             inner,
             grid,
+            geo: Geometry::of(&grid),
             tables: built?.into_iter().collect(),
         })
     }
@@ -149,67 +235,49 @@ impl RadialTableModel {
         self.grid
     }
 
-    #[inline]
+    #[inline(always)]
     fn lookup(&self, t: &Table, r: f64, zs: f64) -> Option<(f64, f64, f64)> {
-        let g = &self.grid;
-        let (nr, nz) = (g.nr(), g.nz());
-        let fr = r / g.dr_km;
-        let fz = (zs - g.z_min_km) / g.dz_km;
-        if !(fr >= 0.0 && fz >= 0.0) || fr > (nr - 1) as f64 || fz > (nz - 1) as f64 {
-            return None;
-        }
-        let ir = (fr.floor() as usize).min(nr - 2);
-        let iz = (fz.floor() as usize).min(nz - 2);
-        let (wr, dwr) = cr(fr - ir as f64);
-        let (wz, dwz) = cr(fz - iz as f64);
+        let geo = &self.geo;
+        let (base, tr, tz) = geo.cell(r, zs)?;
+        let (wr, dwr) = cr(tr);
+        let (wz, dwz) = cr(tz);
         let (mut v, mut vr, mut vz) = (0.0, 0.0, 0.0);
         for a in 0..4 {
-            let jz = (iz + a).saturating_sub(1).min(nz - 1);
-            let row = &t.tau[jz * nr..(jz + 1) * nr];
+            let o = base + a * geo.stride;
+            let row: &[f64; 4] = t.tau[o..o + 4].try_into().expect("4 values");
             let (mut s, mut sr) = (0.0, 0.0);
             for b in 0..4 {
-                // mirror across r = 0 (tau is even in r), clamp at the far edge
-                let jr = (ir + b) as isize - 1;
-                let jr = jr.unsigned_abs().min(nr - 1);
-                s += wr[b] * row[jr];
-                sr += dwr[b] * row[jr];
+                s += wr[b] * row[b];
+                sr += dwr[b] * row[b];
             }
             v += wz[a] * s;
             vr += wz[a] * sr;
             vz += dwz[a] * s;
         }
-        Some((v, vr / g.dr_km, vz / g.dz_km))
+        Some((v, vr * geo.inv_dr, vz * geo.inv_dz))
     }
 
     /// Interpolated tau only (no derivatives), for values-only queries.
-    #[inline]
+    #[inline(always)]
     fn lookup_value(&self, t: &Table, r: f64, zs: f64) -> Option<f64> {
-        let g = &self.grid;
-        let (nr, nz) = (g.nr(), g.nz());
-        let fr = r / g.dr_km;
-        let fz = (zs - g.z_min_km) / g.dz_km;
-        if !(fr >= 0.0 && fz >= 0.0) || fr > (nr - 1) as f64 || fz > (nz - 1) as f64 {
-            return None;
-        }
-        let ir = (fr.floor() as usize).min(nr - 2);
-        let iz = (fz.floor() as usize).min(nz - 2);
-        let (wr, _) = cr(fr - ir as f64);
-        let (wz, _) = cr(fz - iz as f64);
+        let geo = &self.geo;
+        let (base, tr, tz) = geo.cell(r, zs)?;
+        let wr = cr_value(tr);
+        let wz = cr_value(tz);
         let mut v = 0.0;
         for a in 0..4 {
-            let jz = (iz + a).saturating_sub(1).min(nz - 1);
-            let row = &t.tau[jz * nr..(jz + 1) * nr];
+            let o = base + a * geo.stride;
+            let row: &[f64; 4] = t.tau[o..o + 4].try_into().expect("4 values");
             let mut s = 0.0;
             for b in 0..4 {
-                let jr = ((ir + b) as isize - 1).unsigned_abs().min(nr - 1);
-                s += wr[b] * row[jr];
+                s += wr[b] * row[b];
             }
             v += wz[a] * s;
         }
         Some(v)
     }
 
-    #[inline]
+    #[inline(always)]
     fn eval_table(&self, t: &Table, s: LocalPoint, r: LocalPoint) -> Option<TimeAndGradient> {
         // sqrt, not hypot: hypot's overflow care costs more than the whole interpolation
         let (dx, dy) = (s.x_km - r.x_km, s.y_km - r.y_km);
@@ -218,13 +286,16 @@ impl RadialTableModel {
         let dzz = s.z_km - t.zr_km;
         let d = (rh * rh + dzz * dzz).sqrt();
         let time = d * tau;
+        // one division per distance, not one per component
         let (dr, dz) = if d > 1e-12 {
-            (rh / d * tau + d * dtr, dzz / d * tau + d * dtz)
+            let inv_d = 1.0 / d;
+            (rh * inv_d * tau + d * dtr, dzz * inv_d * tau + d * dtz)
         } else {
             (0.0, 0.0)
         };
         let (ux, uy) = if rh > 1e-12 {
-            (dx / rh, dy / rh)
+            let inv_rh = 1.0 / rh;
+            (dx * inv_rh, dy * inv_rh)
         } else {
             (0.0, 0.0)
         };
@@ -232,6 +303,16 @@ impl RadialTableModel {
             t_s: time,
             grad_s_per_km: [dr * ux, dr * uy, dz],
         })
+    }
+
+    /// Traveltime only from the table, s.
+    #[inline(always)]
+    fn time_table(&self, t: &Table, s: LocalPoint, r: LocalPoint) -> Option<f64> {
+        let (dx, dy) = (s.x_km - r.x_km, s.y_km - r.y_km);
+        let rh = (dx * dx + dy * dy).sqrt();
+        let tau = self.lookup_value(t, rh, s.z_km)?;
+        let dzz = s.z_km - t.zr_km;
+        Some((rh * rh + dzz * dzz).sqrt() * tau)
     }
 
     fn eval(
@@ -280,20 +361,18 @@ impl TraveltimeModel for RadialTableModel {
         if out.len() != sources.len() * receivers.len() {
             return Err(TraveltimeError::Other("output buffer size".into()));
         }
-        // resolve each receiver's table once per batch, not once per pair
-        let tabs: Vec<Option<&Table>> = receivers
-            .iter()
-            .map(|r| self.tables.get(&(r.phase, depth_key(r.position.z_km))))
-            .collect();
-        for (i, s) in sources.iter().enumerate() {
-            for (j, r) in receivers.iter().enumerate() {
-                out[i * receivers.len() + j] =
-                    match tabs[j].and_then(|t| self.eval_table(t, *s, r.position)) {
-                        Some(v) => v,
-                        None => self
-                            .inner
-                            .traveltime_and_gradient(r.phase, *s, r.position)?,
-                    };
+        let nrec = receivers.len();
+        // receiver-major: one table, all sources (particles cluster, so the table's few
+        // touched rows stay in cache), and the table resolved once per receiver
+        for (j, r) in receivers.iter().enumerate() {
+            let tab = self.tables.get(&(r.phase, depth_key(r.position.z_km)));
+            for (i, s) in sources.iter().enumerate() {
+                out[i * nrec + j] = match tab.and_then(|t| self.eval_table(t, *s, r.position)) {
+                    Some(v) => v,
+                    None => self
+                        .inner
+                        .traveltime_and_gradient(r.phase, *s, r.position)?,
+                };
             }
         }
         Ok(())
@@ -307,19 +386,11 @@ impl TraveltimeModel for RadialTableModel {
         if out.len() != sources.len() * receivers.len() {
             return Err(TraveltimeError::Other("output buffer size".into()));
         }
-        let tabs: Vec<Option<&Table>> = receivers
-            .iter()
-            .map(|r| self.tables.get(&(r.phase, depth_key(r.position.z_km))))
-            .collect();
-        for (i, s) in sources.iter().enumerate() {
-            for (j, r) in receivers.iter().enumerate() {
-                let (dx, dy) = (s.x_km - r.position.x_km, s.y_km - r.position.y_km);
-                let rh = (dx * dx + dy * dy).sqrt();
-                let tab = tabs[j].and_then(|t| {
-                    let dzz = s.z_km - t.zr_km;
-                    Some((rh * rh + dzz * dzz).sqrt() * self.lookup_value(t, rh, s.z_km)?)
-                });
-                out[i * receivers.len() + j] = match tab {
+        let nrec = receivers.len();
+        for (j, r) in receivers.iter().enumerate() {
+            let tab = self.tables.get(&(r.phase, depth_key(r.position.z_km)));
+            for (i, s) in sources.iter().enumerate() {
+                out[i * nrec + j] = match tab.and_then(|t| self.time_table(t, *s, r.position)) {
                     Some(v) => v,
                     None => self.inner.traveltime_s(r.phase, *s, r.position)?,
                 };
