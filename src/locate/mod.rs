@@ -16,6 +16,7 @@ pub mod estimate;
 pub mod event;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod likelihood;
+pub mod model_error;
 pub mod station_terms;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod summary;
@@ -24,7 +25,7 @@ pub mod svgd;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod table;
 
-pub use likelihood::{LikelihoodKind, OriginTimeMode};
+pub use likelihood::{LikelihoodKind, NoiseScale, OriginTimeMode, SigmaCombine};
 pub use summary::{summarize, ArrivalInput, EventSummary};
 pub use table::{RadialTableModel, TableGrid};
 
@@ -116,6 +117,10 @@ pub struct LocateConfig {
     pub model_error_fraction: f64,
     /// Model-error ceiling, s.
     pub model_error_max_s: f64,
+    /// How the model error combines with the pick uncertainty.
+    pub model_error_combine: SigmaCombine,
+    /// Sigmas as given, or scaled per event by an unknown factor integrated out.
+    pub noise_scale: NoiseScale,
     /// Number of SVGD particles.
     pub n_particles: usize,
     /// SVGD iteration cap.
@@ -147,6 +152,8 @@ impl Default for LocateConfig {
             model_error_floor_s: 0.0,
             model_error_fraction: 0.0,
             model_error_max_s: 2.0,
+            model_error_combine: SigmaCombine::Quadrature,
+            noise_scale: NoiseScale::Fixed,
             n_particles: 96,
             max_iterations: 300,
             min_iterations: 20,
@@ -210,8 +217,9 @@ pub struct Posterior {
     pub mh_acceptance: f64,
 }
 
-/// Residual sigmas: pick uncertainty combined with a model error that grows with the
-/// traveltime (NonLinLoc LOCGAU2 form: fraction of T clamped to [floor, max]).
+/// Residual sigmas: pick uncertainty combined (in quadrature or summed, see
+/// [`LocateConfig::model_error_combine`]) with a model error that grows with the traveltime
+/// (NonLinLoc LOCGAU2 form: fraction of T clamped to [floor, max]).
 pub fn pick_sigmas(config: &LocateConfig, obs: &[Observation], tt_s: &[f64]) -> Vec<f64> {
     obs.iter()
         .zip(tt_s)
@@ -220,7 +228,11 @@ pub fn pick_sigmas(config: &LocateConfig, obs: &[Observation], tt_s: &[f64]) -> 
                 config.model_error_floor_s,
                 config.model_error_max_s.max(config.model_error_floor_s),
             );
-            (o.pick_sigma_s.powi(2) + model * model).sqrt().max(1e-4)
+            let s = match config.model_error_combine {
+                SigmaCombine::Quadrature => (o.pick_sigma_s.powi(2) + model * model).sqrt(),
+                SigmaCombine::Sum => o.pick_sigma_s + model,
+            };
+            s.max(1e-4)
         })
         .collect()
 }
