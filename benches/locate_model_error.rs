@@ -1,14 +1,17 @@
 //! Honesty under model error, with known truth: events whose arrival times come from a 3-D
-//! structure (the Ridgecrest 1-D model with dipping, fault-offset interfaces and +-5 % lateral
+//! structure (the Ridgecrest 1-D model with dipping, fault-offset interfaces and +-3 % lateral
 //! velocity changes, solved by the crate's factored eikonal grid solver at 1 km, plus
 //! per-station delays; `ModelErrorScenario::default()`) on the Ridgecrest stations, located with
 //! the Ridgecrest 1-D model (exact solver behind the radial table). Prints, per model-error
 //! treatment, the 68 % / 95 % coverage (horizontal and depth) and the median errors.
 //!
 //! Run: `cargo bench --bench locate_model_error`. Environment: EIKOLOC_ME_EVENTS (300),
-//! EIKOLOC_ME_ONLY (substring of the treatment names), EIKOLOC_ME_SPACING (truth grid, km),
+//! EIKOLOC_ME_ONLY (comma-separated prefixes of the treatment names), EIKOLOC_ME_SPACING (truth grid, km),
 //! EIKOLOC_ME_LATERAL (largest lateral change, fraction), EIKOLOC_ME_DELAY (P delay sigma, s),
-//! EIKOLOC_ME_SEED (event seed), EIKOLOC_ME_ROUNDS (estimate-and-relocate rounds, 2).
+//! EIKOLOC_ME_SEED (event seed), EIKOLOC_ME_ROUNDS (estimate-and-relocate rounds, 2),
+//! EIKOLOC_ME_DIP / EIKOLOC_ME_OFFSET (truth interfaces), EIKOLOC_ME_CORR (correlation lengths
+//! to try, km, 20), EIKOLOC_ME_FLOOR / EIKOLOC_ME_FRACTION / EIKOLOC_ME_PS (the correlated
+//! treatments' term, 0.05 s / 0.03 / P-S correlation 1).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,10 +20,12 @@ use std::time::Instant;
 use eikoloc::config::ResolvedStationConfig;
 use eikoloc::domain::{LocalPoint, Phase};
 use eikoloc::locate::calibration::{coverage_of, locate_all, LocatedSynth};
-use eikoloc::locate::model_error::{fit_model_error, ResidualSample};
+use eikoloc::locate::model_error::{
+    fit_model_error, fit_model_error_scale, scale_moments, ResidualSample,
+};
 use eikoloc::locate::{LocateConfig, NoiseScale, RadialTableModel, SearchBox, TableGrid};
 use eikoloc::synth::{ModelErrorScenario, NoiseKind, SynthConfig};
-use eikoloc::traveltime::{LayeredExact, Receiver, TraveltimeModel};
+use eikoloc::traveltime::{LayeredExact, Receiver, TimeAndGradient, TraveltimeModel};
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
@@ -63,6 +68,17 @@ fn main() {
     if let Some(d) = env("EIKOLOC_ME_DELAY") {
         scenario.delay_p_sigma_s = d;
     }
+    if let Some(d) = env("EIKOLOC_ME_DIP") {
+        scenario.perturbation.dip_deg = d;
+    }
+    if let Some(d) = env("EIKOLOC_ME_OFFSET") {
+        scenario.perturbation.fault_offset_km = d;
+    }
+    let corr: Vec<f64> = std::env::var("EIKOLOC_ME_CORR")
+        .unwrap_or_else(|_| "20".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let stations = rc.station_positions.clone();
     let synth = SynthConfig {
         n_events: n,
@@ -148,8 +164,73 @@ fn main() {
         model_error_fraction: 0.02,
         ..LocateConfig::default()
     };
+    // the correlated treatments' LOCGAU2 term and P-S correlation
+    let corr_base = LocateConfig {
+        model_error_floor_s: env("EIKOLOC_ME_FLOOR").unwrap_or(0.05),
+        model_error_fraction: env("EIKOLOC_ME_FRACTION").unwrap_or(0.03),
+        model_error_ps_correlation: env("EIKOLOC_ME_PS").unwrap_or(1.0),
+        ..fixed.clone()
+    };
+    // scale of the configured (correlated) model error from the residuals, accounting for what
+    // location absorbs
+    let fit_scale = |located: &[LocatedSynth], cfg: &LocateConfig| -> Option<f64> {
+        let moments: Vec<_> = located
+            .iter()
+            .flatten()
+            .filter_map(|(post, obs, _)| {
+                let rec: Vec<Receiver> = obs.iter().map(|o| o.receiver).collect();
+                let mut tg = vec![TimeAndGradient::default(); obs.len()];
+                model
+                    .batch_with_gradient(&[LocalPoint::from_array(post.mean_km)], &rec, &mut tg)
+                    .ok()?;
+                scale_moments(&tg, obs, &post.sigma_s, &post.residual_s, cfg)
+            })
+            .collect();
+        fit_model_error_scale(&moments)
+    };
+    let run_scaled = |name: &str, cfg: &LocateConfig| {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|x| name.starts_with(x)))
+        {
+            return;
+        }
+        let mut cfg = cfg.clone();
+        let mut located = locate_all(&model, &stations, &events, &bbox, &cfg, [0.05, 0.10]);
+        let mut lambdas = Vec::new();
+        for _ in 0..rounds {
+            let Some(l) = fit_scale(&located, &cfg) else {
+                break;
+            };
+            lambdas.push(l);
+            cfg.model_error_floor_s *= l;
+            cfg.model_error_fraction *= l;
+            located = locate_all(&model, &stations, &events, &bbox, &cfg, [0.05, 0.10]);
+        }
+        let r = coverage_of(&events, &located);
+        let t = &r.times_s;
+        println!(
+            "{:<44} {:>5.3} {:>5.3} {:>5.3} {:>5.3} {:>7.3} {:>7.3} {:>6.1}  max({:.3} s, {:.4} T), correlated over {} km, P-S {} (scale factors {:?})",
+            name,
+            r.h68,
+            r.h95,
+            r.z68,
+            r.z95,
+            r.median_h_err_km,
+            r.median_z_err_km,
+            1e3 * t[t.len() / 2],
+            cfg.model_error_floor_s,
+            cfg.model_error_fraction,
+            cfg.model_error_correlation_km,
+            cfg.model_error_ps_correlation,
+            lambdas.iter().map(|l| (l * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+        );
+    };
     let run = |name: &str, cfg: &LocateConfig, estimate: bool| {
-        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.split(',').any(|x| name.starts_with(x)))
+        {
             return;
         }
         let mut cfg = cfg.clone();
@@ -167,7 +248,7 @@ fn main() {
         let r = coverage_of(&events, &located);
         let t = &r.times_s;
         println!(
-            "{:<44} {:>5.3} {:>5.3} {:>5.3} {:>5.3} {:>7.3} {:>7.3} {:>6.1}  max({:.3} s, {:.4} T){}{}",
+            "{:<44} {:>5.3} {:>5.3} {:>5.3} {:>5.3} {:>7.3} {:>7.3} {:>6.1}  max({:.3} s, {:.4} T){}{}{}",
             name,
             r.h68,
             r.h95,
@@ -179,6 +260,11 @@ fn main() {
             cfg.model_error_floor_s,
             cfg.model_error_fraction,
             if cfg.noise_scale == NoiseScale::Event { ", event scale" } else { "" },
+            if cfg.model_error_correlation_km > 0.0 {
+                format!(", correlated over {} km", cfg.model_error_correlation_km)
+            } else {
+                String::new()
+            },
             if r.failed > 0 { format!(" ({} failed)", r.failed) } else { String::new() }
         );
     };
@@ -201,4 +287,27 @@ fn main() {
         },
         true,
     );
+    for &l in &corr {
+        run_scaled(
+            &format!("scale-fitted + correlated L={l} km"),
+            &LocateConfig {
+                model_error_correlation_km: l,
+                ..corr_base.clone()
+            },
+        );
+        let c = LocateConfig {
+            model_error_correlation_km: l,
+            ..corr_base.clone()
+        };
+        run(&format!("correlated L={l} km"), &c, false);
+        run(&format!("estimated + correlated L={l} km"), &c, true);
+        run(
+            &format!("estimated + correlated L={l} km + event scale"),
+            &LocateConfig {
+                noise_scale: NoiseScale::Event,
+                ..c.clone()
+            },
+            true,
+        );
+    }
 }

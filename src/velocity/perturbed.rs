@@ -44,16 +44,16 @@ pub struct Perturbation {
 }
 
 impl Default for Perturbation {
-    /// The benchmark's truth: 5 % lateral changes at 30 km wavelength, interfaces dipping 3
-    /// degrees to the north-east and offset 1.5 km across a NW-striking fault.
+    /// The benchmark's truth: 3 % lateral changes at 30 km wavelength (S 3.6 %), interfaces
+    /// dipping 1.5 degrees to the north-east and offset 0.5 km across a NW-striking fault.
     fn default() -> Self {
         Self {
-            lateral_fraction: 0.05,
+            lateral_fraction: 0.03,
             wavelength_km: 30.0,
             s_factor: 1.2,
-            dip_deg: 3.0,
+            dip_deg: 1.5,
             dip_azimuth_deg: 45.0,
-            fault_offset_km: 1.5,
+            fault_offset_km: 0.5,
             fault_strike_deg: 320.0,
             fault_width_km: 2.0,
             seed: 1,
