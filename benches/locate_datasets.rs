@@ -117,7 +117,10 @@ fn main() {
         model_error_floor_s: me[0],
         model_error_fraction: me[1],
         model_error_correlation_km: me.get(2).copied().unwrap_or(0.0),
-        model_error_ps_correlation: me.get(3).copied().unwrap_or(defaults.model_error_ps_correlation),
+        model_error_ps_correlation: me
+            .get(3)
+            .copied()
+            .unwrap_or(defaults.model_error_ps_correlation),
         n_particles: env_usize("EIKOLOC_PARTICLES").unwrap_or(defaults.n_particles),
         mh_steps: env_usize("EIKOLOC_MH_STEPS").unwrap_or(defaults.mh_steps),
         ..defaults

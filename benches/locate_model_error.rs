@@ -132,7 +132,11 @@ fn main() {
     for ev in &events {
         for p in &ev.picks {
             let t1 = model
-                .traveltime_s(p.phase, LocalPoint::from_array(ev.truth_km), stations[p.station])
+                .traveltime_s(
+                    p.phase,
+                    LocalPoint::from_array(ev.truth_km),
+                    stations[p.station],
+                )
                 .unwrap();
             dt[p.phase.index()].push((p.true_tt_s - t1).abs());
         }

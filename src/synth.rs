@@ -266,7 +266,11 @@ impl ModelErrorScenario {
             z_max_km: self.z_max_km,
             ..Default::default()
         };
-        Ok(GridTraveltime::for_stations(Arc::new(model), stations, cfg)?)
+        Ok(GridTraveltime::for_stations(
+            Arc::new(model),
+            stations,
+            cfg,
+        )?)
     }
 
     /// (P, S) delay of each of `n` stations, s.

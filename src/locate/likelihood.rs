@@ -905,7 +905,13 @@ mod tests {
         assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-12);
         assert!((ln_gamma(0.5) - std::f64::consts::PI.sqrt().ln()).abs() < 1e-12);
         assert!((ln_gamma(30.0) - (1..30).map(|k| (k as f64).ln()).sum::<f64>()).abs() < 1e-10);
-        for (a, x) in [(3.0, 0.5), (3.0, 7.0), (20.0, 12.0), (20.0, 35.0), (45.0, 44.0)] {
+        for (a, x) in [
+            (3.0, 0.5),
+            (3.0, 7.0),
+            (20.0, 12.0),
+            (20.0, 35.0),
+            (45.0, 44.0),
+        ] {
             // P(a, x) = integral_0^x t^(a-1) e^-t dt / Gamma(a), midpoint rule in log form
             let n = 200_000;
             let h = x / n as f64;
@@ -916,7 +922,11 @@ mod tests {
                 })
                 .sum();
             let q = (sum * h).ln();
-            assert!((ln_gamma_p(a, x) - q).abs() < 1e-6, "a {a} x {x}: {} vs {q}", ln_gamma_p(a, x));
+            assert!(
+                (ln_gamma_p(a, x) - q).abs() < 1e-6,
+                "a {a} x {x}: {} vs {q}",
+                ln_gamma_p(a, x)
+            );
         }
         // deep in the lower tail P underflows in linear form but not in log form
         let lp = ln_gamma_p(60.0, 1.0);
@@ -948,7 +958,10 @@ mod tests {
         }
         let (v0, d0) = event_scale_log_marginal(30.0, 1.0);
         let (v1, _) = event_scale_log_marginal(30.0, 2.0);
-        assert!((v1 - v0 + 1.0).abs() < 0.05 && (d0 + 1.0).abs() < 0.05, "{v0} {v1} {d0}");
+        assert!(
+            (v1 - v0 + 1.0).abs() < 0.05 && (d0 + 1.0).abs() < 0.05,
+            "{v0} {v1} {d0}"
+        );
     }
 
     /// With the event scale the gradient still matches a finite difference of the value,
@@ -959,14 +972,20 @@ mod tests {
         let slow: Vec<[f64; 3]> = (0..n)
             .map(|i| [0.1 * (i as f64).cos(), 0.12 * (i as f64 * 1.3).sin(), 0.05])
             .collect();
-        let t_obs: Vec<f64> = (0..n).map(|i| 3.0 + 0.37 * i as f64 + 0.2 * (i as f64).sin()).collect();
+        let t_obs: Vec<f64> = (0..n)
+            .map(|i| 3.0 + 0.37 * i as f64 + 0.2 * (i as f64).sin())
+            .collect();
         let sig = vec![0.05; n];
         let tt = |x: [f64; 3]| -> Vec<f64> {
             slow.iter()
                 .map(|g| 1.0 + g[0] * x[0] + g[1] * x[1] + g[2] * x[2])
                 .collect()
         };
-        for kind in [LikelihoodKind::Laplace, LikelihoodKind::Huber, LikelihoodKind::Edt] {
+        for kind in [
+            LikelihoodKind::Laplace,
+            LikelihoodKind::Huber,
+            LikelihoodKind::Edt,
+        ] {
             for mode in [OriginTimeMode::Profiled, OriginTimeMode::Differential] {
                 let fixed = Likelihood::new(kind, mode, t_obs.clone(), sig.clone(), 500);
                 let lik = fixed.clone().with_noise_scale(NoiseScale::Event);

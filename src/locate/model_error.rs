@@ -223,19 +223,26 @@ pub fn scale_moments(
     if n <= 4 {
         return None;
     }
-    let g = nalgebra::DMatrix::from_fn(n, 4, |i, k| {
-        if k < 3 {
-            tg[i].grad_s_per_km[k]
-        } else {
-            1.0
-        }
-    });
+    let g = nalgebra::DMatrix::from_fn(
+        n,
+        4,
+        |i, k| {
+            if k < 3 {
+                tg[i].grad_s_per_km[k]
+            } else {
+                1.0
+            }
+        },
+    );
     let w = nalgebra::DVector::from_fn(n, |i, _| 1.0 / (sigma_s[i] * sigma_s[i]));
     let gtw = g.transpose() * nalgebra::DMatrix::from_diagonal(&w);
     let a = (&gtw * &g).try_inverse()?;
     let h = &g * a * gtw;
     let r = nalgebra::DMatrix::<f64>::identity(n, n) - h;
-    let m: Vec<f64> = tg.iter().map(|t| model_error_sigma(config, t.t_s)).collect();
+    let m: Vec<f64> = tg
+        .iter()
+        .map(|t| model_error_sigma(config, t.t_s))
+        .collect();
     let l2 = config.model_error_correlation_km.powi(2);
     let ps = config.model_error_ps_correlation.clamp(0.0, 1.0);
     let c = nalgebra::DMatrix::from_fn(n, n, |i, j| {
@@ -298,11 +305,7 @@ pub fn widen_for_correlated_error(
 ) -> Result<(), LocateError> {
     let receivers: Vec<_> = obs.iter().map(|o| o.receiver).collect();
     let mut tg = vec![TimeAndGradient::default(); obs.len()];
-    model.batch_with_gradient(
-        &[LocalPoint::from_array(post.mean_km)],
-        &receivers,
-        &mut tg,
-    )?;
+    model.batch_with_gradient(&[LocalPoint::from_array(post.mean_km)], &receivers, &mut tg)?;
     let Some(c) = correlated_shift_covariance(&tg, obs, &post.sigma_s, &post.residual_s, config)
     else {
         return Ok(());
@@ -398,12 +401,16 @@ mod tests {
             let mut obs = Vec::new();
             let mut tg = Vec::new();
             for k in 0..12 {
-                let pos = LocalPoint::new(rng.gen_range(-40.0..40.0), rng.gen_range(-40.0..40.0), 0.0);
+                let pos =
+                    LocalPoint::new(rng.gen_range(-40.0..40.0), rng.gen_range(-40.0..40.0), 0.0);
                 for phase in Phase::ALL {
                     let d: f64 = (pos.x_km.powi(2) + pos.y_km.powi(2) + 64.0).sqrt();
                     let v = if phase == Phase::P { 6.0 } else { 3.5 };
                     obs.push(Observation {
-                        receiver: Receiver { phase, position: pos },
+                        receiver: Receiver {
+                            phase,
+                            position: pos,
+                        },
                         t_obs_s: 0.0,
                         pick_sigma_s: if phase == Phase::P { 0.05 } else { 0.1 },
                     });
@@ -416,7 +423,10 @@ mod tests {
             }
             let n = obs.len();
             // e = pick noise + truth * correlated model error (Cholesky of C)
-            let m: Vec<f64> = tg.iter().map(|t| model_error_sigma(&config, t.t_s)).collect();
+            let m: Vec<f64> = tg
+                .iter()
+                .map(|t| model_error_sigma(&config, t.t_s))
+                .collect();
             let c = nalgebra::DMatrix::from_fn(n, n, |i, j| {
                 let (pi, pj) = (obs[i].receiver.position, obs[j].receiver.position);
                 let d2 = (pi.x_km - pj.x_km).powi(2) + (pi.y_km - pj.y_km).powi(2);
@@ -432,8 +442,15 @@ mod tests {
                 .map(|i| (obs[i].pick_sigma_s.powi(2) + m[i] * m[i]).sqrt())
                 .collect();
             // weighted least-squares residuals of (x, y, z, t0)
-            let g = nalgebra::DMatrix::from_fn(n, 4, |i, k| if k < 3 { tg[i].grad_s_per_km[k] } else { 1.0 });
-            let w = nalgebra::DMatrix::from_diagonal(&nalgebra::DVector::from_fn(n, |i, _| 1.0 / sigma[i].powi(2)));
+            let g =
+                nalgebra::DMatrix::from_fn(
+                    n,
+                    4,
+                    |i, k| if k < 3 { tg[i].grad_s_per_km[k] } else { 1.0 },
+                );
+            let w = nalgebra::DMatrix::from_diagonal(&nalgebra::DVector::from_fn(n, |i, _| {
+                1.0 / sigma[i].powi(2)
+            }));
             let gtw = g.transpose() * w;
             let h = &g * (&gtw * &g).try_inverse().unwrap() * gtw;
             let r = (nalgebra::DMatrix::<f64>::identity(n, n) - h) * nalgebra::DVector::from_vec(e);

@@ -149,9 +149,12 @@ impl PerturbedModel {
 
 impl VelocityModel for PerturbedModel {
     fn velocity_km_s(&self, phase: Phase, x_km: f64, y_km: f64, z_km: f64) -> f64 {
-        let v = self
-            .base
-            .velocity_km_s(phase, x_km, y_km, z_km - self.interface_shift_km(x_km, y_km));
+        let v = self.base.velocity_km_s(
+            phase,
+            x_km,
+            y_km,
+            z_km - self.interface_shift_km(x_km, y_km),
+        );
         let f = match phase {
             Phase::P => 1.0,
             Phase::S => self.p.s_factor,
