@@ -17,7 +17,9 @@
 //!
 //! Run: `cargo bench --bench locate_datasets` (EIKOLOC_DATASETS=ridgecrest,hypodd_parkfield,
 //! hypodd_calaveras,nlloc_alaska to choose; EIKOLOC_DATASET_EVENTS=N caps the events per set;
-//! EIKOLOC_PARTICLES / EIKOLOC_MH_STEPS override the locator's particle and Metropolis counts).
+//! EIKOLOC_PARTICLES / EIKOLOC_MH_STEPS override the locator's particle and Metropolis counts;
+//! EIKOLOC_MODEL_ERROR=FLOOR_S,FRACTION[,CORRELATION_KM[,PS_CORRELATION]] sets the model-error
+//! term, default 0.05,0.02 uncorrelated).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -106,22 +108,34 @@ fn main() {
         .collect();
     let iterations = env_usize("EIKOLOC_TERMS_ITERATIONS").unwrap_or(3);
     let defaults = LocateConfig::default();
+    let me: Vec<f64> = std::env::var("EIKOLOC_MODEL_ERROR")
+        .unwrap_or_else(|_| "0.05,0.02".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("EIKOLOC_MODEL_ERROR: numbers"))
+        .collect();
     let config = LocateConfig {
-        model_error_floor_s: 0.05,
-        model_error_fraction: 0.02,
+        model_error_floor_s: me[0],
+        model_error_fraction: me[1],
+        model_error_correlation_km: me.get(2).copied().unwrap_or(0.0),
+        model_error_ps_correlation: me
+            .get(3)
+            .copied()
+            .unwrap_or(defaults.model_error_ps_correlation),
         n_particles: env_usize("EIKOLOC_PARTICLES").unwrap_or(defaults.n_particles),
         mh_steps: env_usize("EIKOLOC_MH_STEPS").unwrap_or(defaults.mh_steps),
         ..defaults
     };
     println!(
-        "locator: {:?}/{:?}, {} particles, {} Metropolis steps, model error max({} s, {} T); \
-         terms: {iterations} rounds",
+        "locator: {:?}/{:?}, {} particles, {} Metropolis steps, model error max({} s, {} T) \
+         correlated over {} km (P-S {}); terms: {iterations} rounds",
         config.likelihood,
         config.origin_time,
         config.n_particles,
         config.mh_steps,
         config.model_error_floor_s,
-        config.model_error_fraction
+        config.model_error_fraction,
+        config.model_error_correlation_km,
+        config.model_error_ps_correlation
     );
     println!(
         "{:<18} {:<10} {:>6} {:>7} {:>7} {:>7} {:>7}  reference: n, median dH km / median dZ km / signed median dZ km",

@@ -19,7 +19,8 @@ use eikoloc::locate::station_terms::{
     relocate_with_terms, LocatedEvent, SsstConfig, StationTerms, TermsConfig, TermsKind,
 };
 use eikoloc::locate::{
-    LikelihoodKind, LocateConfig, OriginTimeMode, RadialTableModel, SearchBox, TableGrid,
+    LikelihoodKind, LocateConfig, NoiseScale, OriginTimeMode, RadialTableModel, SearchBox,
+    SigmaCombine, TableGrid,
 };
 use eikoloc::traveltime::pinn::ModelBounds;
 use eikoloc::traveltime::{PinnModel, Receiver, TraveltimeModel};
@@ -97,6 +98,24 @@ pub struct Args {
     /// Model error as a fraction of the traveltime (one sigma).
     #[arg(long, default_value_t = 0.02)]
     pub model_error_fraction: f64,
+    /// Model-error ceiling, s (one sigma).
+    #[arg(long, default_value_t = LocateConfig::default().model_error_max_s)]
+    pub model_error_max: f64,
+    /// How the model error combines with the pick uncertainty: quadrature or sum.
+    #[arg(long, default_value = "quadrature")]
+    pub model_error_combine: SigmaCombine,
+    /// Correlation length of the model error between stations, km (like NonLinLoc LOCGAU's
+    /// CorrLen); 0 treats it as independent per pick. Correlated error moves events
+    /// coherently; the posterior is widened by that shift (see the README's Locator section).
+    #[arg(long, default_value_t = 0.0)]
+    pub model_error_correlation: f64,
+    /// Correlation of the P and S model errors at one station, 0..1.
+    #[arg(long, default_value_t = LocateConfig::default().model_error_ps_correlation)]
+    pub model_error_ps_correlation: f64,
+    /// Noise scale: fixed (sigmas as given) or event (one unknown factor >= 1 per event
+    /// integrated out, so larger residuals widen the posterior).
+    #[arg(long, default_value = "fixed")]
+    pub noise_scale: NoiseScale,
     /// Pick uncertainty where the picks file gives none, s (one sigma).
     #[arg(long, default_value_t = 0.05)]
     pub default_uncertainty: f64,
@@ -435,6 +454,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         mh_steps: a.mh_steps,
         model_error_floor_s: a.model_error_floor,
         model_error_fraction: a.model_error_fraction,
+        model_error_max_s: a.model_error_max,
+        model_error_combine: a.model_error_combine,
+        model_error_correlation_km: a.model_error_correlation,
+        model_error_ps_correlation: a.model_error_ps_correlation,
+        noise_scale: a.noise_scale,
         seed: a.seed,
         ..Default::default()
     };

@@ -45,17 +45,21 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Locates every event (rayon over events) and measures coverage of the reported regions.
-/// `pick_sigma_s(phase_index)` is the uncertainty the locator is told.
-pub fn coverage(
+/// One located synthetic event: its posterior, the observations it was located from, and the
+/// wall time, s.
+pub type LocatedSynth = Option<(super::Posterior, Vec<Observation>, f64)>;
+
+/// Locates every event (rayon over events); `sigma_of(event, pick)` is the uncertainty the
+/// locator is told for each pick. The locate seed of event k is `config.seed + k`.
+pub fn locate_all(
     model: &dyn TraveltimeModel,
     stations: &[LocalPoint],
     events: &[SynthEvent],
     bbox: &SearchBox,
     config: &LocateConfig,
     pick_sigma_s: [f64; 2],
-) -> CoverageReport {
-    let results: Vec<Option<([f64; 3], [[f64; 3]; 3], [f64; 3], f64, usize, [f64; 4])>> = events
+) -> Vec<LocatedSynth> {
+    events
         .par_iter()
         .enumerate()
         .map(|(k, ev)| {
@@ -80,11 +84,38 @@ pub fn coverage(
                 config.seed.wrapping_add(k as u64),
             )
             .ok()?;
+            Some((post, obs, t.elapsed().as_secs_f64()))
+        })
+        .collect()
+}
+
+/// Locates every event (rayon over events) and measures coverage of the reported regions.
+/// `pick_sigma_s(phase_index)` is the uncertainty the locator is told.
+pub fn coverage(
+    model: &dyn TraveltimeModel,
+    stations: &[LocalPoint],
+    events: &[SynthEvent],
+    bbox: &SearchBox,
+    config: &LocateConfig,
+    pick_sigma_s: [f64; 2],
+) -> CoverageReport {
+    let located = locate_all(model, stations, events, bbox, config, pick_sigma_s);
+    coverage_of(events, &located)
+}
+
+/// Coverage and accuracy of located events against their truth (`located[k]` belongs to
+/// `events[k]`).
+pub fn coverage_of(events: &[SynthEvent], located: &[LocatedSynth]) -> CoverageReport {
+    let results: Vec<Option<([f64; 3], [[f64; 3]; 3], [f64; 3], f64, usize, [f64; 4])>> = events
+        .iter()
+        .zip(located)
+        .map(|(ev, l)| {
+            let (post, _, dt) = l.as_ref()?;
             Some((
                 post.mean_km,
                 post.cov_km2,
                 ev.truth_km,
-                t.elapsed().as_secs_f64(),
+                *dt,
                 post.iterations,
                 [
                     post.h2_quantiles[0],

@@ -18,6 +18,7 @@ pub mod event;
 pub mod likelihood;
 #[allow(clippy::needless_range_loop)]
 pub mod linearized;
+pub mod model_error;
 pub mod station_terms;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod summary;
@@ -26,7 +27,7 @@ pub mod svgd;
 #[allow(clippy::needless_range_loop, clippy::type_complexity)]
 pub mod table;
 
-pub use likelihood::{LikelihoodKind, OriginTimeMode};
+pub use likelihood::{LikelihoodKind, NoiseScale, OriginTimeMode, SigmaCombine};
 pub use linearized::linearized;
 pub use summary::{summarize, ArrivalInput, EventSummary};
 pub use table::{RadialTableModel, TableGrid};
@@ -119,6 +120,19 @@ pub struct LocateConfig {
     pub model_error_fraction: f64,
     /// Model-error ceiling, s.
     pub model_error_max_s: f64,
+    /// How the model error combines with the pick uncertainty.
+    pub model_error_combine: SigmaCombine,
+    /// Sigmas as given, or scaled per event by an unknown factor integrated out.
+    pub noise_scale: NoiseScale,
+    /// Correlation length of the model error between stations, km (NonLinLoc LOCGAU's
+    /// CorrLen): the model-error terms of picks at stations d km apart correlate by
+    /// exp(-d^2 / (2 L^2)). 0 = independent errors (the likelihood alone). Correlated errors
+    /// move the event coherently where independent ones average out; the posterior is widened
+    /// by that shift's covariance, propagated linearly ([`model_error::widen_for_correlated_error`]).
+    pub model_error_correlation_km: f64,
+    /// Correlation of the P and S model errors at one station (0..1), with the correlation
+    /// length above.
+    pub model_error_ps_correlation: f64,
     /// Number of SVGD particles.
     pub n_particles: usize,
     /// SVGD iteration cap.
@@ -150,6 +164,10 @@ impl Default for LocateConfig {
             model_error_floor_s: 0.0,
             model_error_fraction: 0.0,
             model_error_max_s: 2.0,
+            model_error_combine: SigmaCombine::Quadrature,
+            noise_scale: NoiseScale::Fixed,
+            model_error_correlation_km: 0.0,
+            model_error_ps_correlation: 0.5,
             n_particles: 96,
             max_iterations: 300,
             min_iterations: 20,
@@ -213,17 +231,28 @@ pub struct Posterior {
     pub mh_acceptance: f64,
 }
 
-/// Residual sigmas: pick uncertainty combined with a model error that grows with the
-/// traveltime (NonLinLoc LOCGAU2 form: fraction of T clamped to [floor, max]).
+/// The model-error term of one pick (one sigma, s) for traveltime `tt_s`: the fraction of T
+/// clamped to [floor, max].
+pub fn model_error_sigma(config: &LocateConfig, tt_s: f64) -> f64 {
+    (config.model_error_fraction * tt_s.abs()).clamp(
+        config.model_error_floor_s,
+        config.model_error_max_s.max(config.model_error_floor_s),
+    )
+}
+
+/// Residual sigmas: pick uncertainty combined (in quadrature or summed, see
+/// [`LocateConfig::model_error_combine`]) with a model error that grows with the traveltime
+/// (NonLinLoc LOCGAU2 form: fraction of T clamped to [floor, max]).
 pub fn pick_sigmas(config: &LocateConfig, obs: &[Observation], tt_s: &[f64]) -> Vec<f64> {
     obs.iter()
         .zip(tt_s)
         .map(|(o, t)| {
-            let model = (config.model_error_fraction * t.abs()).clamp(
-                config.model_error_floor_s,
-                config.model_error_max_s.max(config.model_error_floor_s),
-            );
-            (o.pick_sigma_s.powi(2) + model * model).sqrt().max(1e-4)
+            let model = model_error_sigma(config, *t);
+            let s = match config.model_error_combine {
+                SigmaCombine::Quadrature => (o.pick_sigma_s.powi(2) + model * model).sqrt(),
+                SigmaCombine::Sum => o.pick_sigma_s + model,
+            };
+            s.max(1e-4)
         })
         .collect()
 }
@@ -238,7 +267,11 @@ pub fn locate(
 ) -> Result<Posterior, LocateError> {
     check_inputs(obs, bbox, config)?;
     let first = estimate::first_estimate(model, obs, bbox, config)?;
-    svgd::run(model, obs, bbox, config, &first, seed)
+    let mut post = svgd::run(model, obs, bbox, config, &first, seed)?;
+    if config.model_error_correlation_km > 0.0 {
+        model_error::widen_for_correlated_error(model, obs, bbox, config, &mut post, seed)?;
+    }
+    Ok(post)
 }
 
 /// What every solution needs: a valid box, enough particles, at least `min_picks` (and 4)

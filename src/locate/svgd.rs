@@ -276,7 +276,8 @@ pub fn run(
         obs.iter().map(|o| o.t_obs_s).collect(),
         first.sigma_s.clone(),
         config.max_pairs,
-    );
+    )
+    .with_noise_scale(config.noise_scale);
     let mut target = Target {
         model,
         receivers: obs.iter().map(|o| o.receiver).collect(),

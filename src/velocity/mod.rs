@@ -1,4 +1,5 @@
-//! Velocity models: 1-D layered, constant gradient, and (in `grid`) 3-D regular grids.
+//! Velocity models: 1-D layered, constant gradient, (in `grid`) 3-D regular grids, and (in
+//! `perturbed`) a layered model made 3-D by dipping, offset interfaces and lateral changes.
 //!
 //! Coordinates are the local frame of [`crate::domain::LocalPoint`]: km east, km north,
 //! km depth below sea level (positive down).
@@ -6,10 +7,12 @@
 pub mod gradient;
 pub mod grid;
 pub mod layered;
+pub mod perturbed;
 
 pub use gradient::GradientModel;
 pub use grid::GridModel;
 pub use layered::{load_layered, Layer, LayeredModel};
+pub use perturbed::{Perturbation, PerturbedModel};
 
 use crate::domain::Phase;
 use std::path::PathBuf;

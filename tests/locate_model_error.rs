@@ -1,0 +1,152 @@
+//! Honesty under model error (issue 4): events made in a 3-D truth (the Ridgecrest 1-D model
+//! with dipping, fault-offset interfaces, lateral velocity changes and station delays, solved
+//! by the 3-D eikonal grid solver) and located with the 1-D model. With the correlated
+//! model-error term the reported regions must hold the truth about as often as they claim;
+//! with the old fixed independent term they do not.
+//!
+//! A small, seeded version of `cargo bench --bench locate_model_error` (2 km truth grid,
+//! 100 events) so it runs in well under a minute in release.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use eikoloc::config::ResolvedStationConfig;
+use eikoloc::domain::{LocalPoint, Phase};
+use eikoloc::locate::calibration::{coverage_of, locate_all, LocatedSynth};
+use eikoloc::locate::model_error::{fit_model_error_scale, scale_moments};
+use eikoloc::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
+use eikoloc::synth::{ModelErrorScenario, NoiseKind, SynthConfig};
+use eikoloc::traveltime::{LayeredExact, Receiver, TimeAndGradient, TraveltimeModel};
+
+#[test]
+fn correlated_model_error_term_covers_the_truth_at_its_stated_rate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rc = ResolvedStationConfig::load(&root.join("station-configs/ridgecrest"))
+        .expect("ridgecrest station config (needs ../shared/data)");
+    let stations = rc.station_positions.clone();
+    let scenario = ModelErrorScenario {
+        grid_spacing_km: 2.0,
+        ..Default::default()
+    };
+    let synth = SynthConfig {
+        n_events: 100,
+        noise: NoiseKind::Laplace,
+        p_sigma_s: 0.05,
+        s_sigma_s: 0.10,
+        p_missing: 0.33,
+        s_missing: 0.5,
+        x_range_km: (-20.0, 20.0),
+        y_range_km: (-20.0, 20.0),
+        z_range_km: (1.0, 15.0),
+        seed: 2024,
+        ..Default::default()
+    };
+    let events = scenario.generate(&rc.velocity, &stations, &synth).unwrap();
+    let b = rc.model_box;
+    let bbox = SearchBox {
+        x_min_km: b.x_min_km,
+        x_max_km: b.x_max_km,
+        y_min_km: b.y_min_km,
+        y_max_km: b.y_max_km,
+        z_min_km: (-rc.inventory.max_elevation_m() / 1000.0).max(b.z_min_km),
+        z_max_km: b.z_max_km,
+    };
+    let receivers: Vec<Receiver> = stations
+        .iter()
+        .flat_map(|p| {
+            Phase::ALL.map(|phase| Receiver {
+                phase,
+                position: *p,
+            })
+        })
+        .collect();
+    let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(rc.velocity.clone()));
+    let grid = TableGrid {
+        r_max_km: rc.max_source_receiver_distance_km().min(400.0),
+        dr_km: 0.5,
+        z_min_km: bbox.z_min_km,
+        z_max_km: bbox.z_max_km,
+        dz_km: 0.25,
+    };
+    let model = RadialTableModel::build(exact, grid, &receivers).unwrap();
+
+    let base = LocateConfig {
+        model_error_floor_s: 0.05,
+        model_error_fraction: 0.02,
+        ..LocateConfig::default()
+    };
+    // before: the fixed independent term
+    let before = coverage_of(
+        &events,
+        &locate_all(&model, &stations, &events, &bbox, &base, [0.05, 0.10]),
+    );
+    let show = |r: &eikoloc::locate::calibration::CoverageReport| {
+        format!(
+            "h68 {:.2} h95 {:.2} z68 {:.2} z95 {:.2}, median error {:.3} km H {:.3} km Z",
+            r.h68, r.h95, r.z68, r.z95, r.median_h_err_km, r.median_z_err_km
+        )
+    };
+    eprintln!("fixed independent term: {}", show(&before));
+
+    // after: the correlated term, max(0.05 s, 0.03 T) correlated over 20 km, P and S alike
+    let cfg = LocateConfig {
+        model_error_fraction: 0.03,
+        model_error_correlation_km: 20.0,
+        model_error_ps_correlation: 1.0,
+        ..base.clone()
+    };
+    let located = locate_all(&model, &stations, &events, &bbox, &cfg, [0.05, 0.10]);
+    let after = coverage_of(&events, &located);
+    eprintln!("correlated: {}", show(&after));
+    // the residual-fitted size of that term is reported, not used: it comes out near the
+    // configured one (the residuals cannot see the error the location absorbed)
+    eprintln!(
+        "residual-fitted scale of the correlated term: {:.3}",
+        fit_scale(&model, &located, &cfg)
+    );
+    assert_eq!(after.failed, 0);
+    // Bands: 100 events give a binomial standard deviation of 0.022 at 95 % and 0.047 at
+    // 68 %. The 95 % regions must hold the truth within 2.5 of those of the claim (0.89-1.0).
+    // The 68 % regions still under-cover (0.52-0.57 measured on 120-300 events, README): part
+    // of the error is a bias shared by neighbouring events (the dipping, offset interfaces),
+    // which a per-event posterior can only cover by being wide. Their band, 0.42-0.80, is
+    // 2.5 sigma around that measured level up to the claim, and far above the old term's.
+    for (name, v, lo, hi) in [
+        ("h68", after.h68, 0.42, 0.80),
+        ("z68", after.z68, 0.42, 0.80),
+        ("h95", after.h95, 0.89, 1.0),
+        ("z95", after.z95, 0.89, 1.0),
+    ] {
+        assert!(
+            (lo..=hi).contains(&v),
+            "{name} coverage {v} outside {lo}..{hi}: {}",
+            show(&after)
+        );
+    }
+    // the old term is the problem this solves: it under-covers badly in the same scenario
+    assert!(before.h95 < 0.8, "{}", show(&before));
+    // and honesty costs no accuracy
+    assert!(
+        after.median_h_err_km <= 1.1 * before.median_h_err_km
+            && after.median_z_err_km <= 1.1 * before.median_z_err_km,
+        "{} / {}",
+        show(&before),
+        show(&after)
+    );
+}
+
+fn fit_scale(model: &dyn TraveltimeModel, located: &[LocatedSynth], cfg: &LocateConfig) -> f64 {
+    let moments: Vec<_> = located
+        .iter()
+        .flatten()
+        .filter_map(|(post, obs, _)| {
+            let rec: Vec<Receiver> = obs.iter().map(|o| o.receiver).collect();
+            let mut tg = vec![TimeAndGradient::default(); obs.len()];
+            model
+                .batch_with_gradient(&[LocalPoint::from_array(post.mean_km)], &rec, &mut tg)
+                .ok()?;
+            scale_moments(&tg, obs, &post.sigma_s, &post.residual_s, cfg)
+        })
+        .collect();
+    fit_model_error_scale(&moments).expect("scale")
+}
