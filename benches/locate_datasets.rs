@@ -163,15 +163,7 @@ fn main() {
         )
         .expect("picks");
         let events: Vec<_> = picks.records.into_iter().take(cap).collect();
-        let b = rc.model_box;
-        let bbox = SearchBox {
-            x_min_km: b.x_min_km,
-            x_max_km: b.x_max_km,
-            y_min_km: b.y_min_km,
-            y_max_km: b.y_max_km,
-            z_min_km: (-rc.inventory.max_elevation_m() / 1000.0).max(b.z_min_km),
-            z_max_km: b.z_max_km,
-        };
+        let bbox = SearchBox::for_station_config(&rc);
         let mut receivers = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for ev in &events {

@@ -99,24 +99,8 @@ fn main() {
         .expect("scenario");
     let t_truth = t.elapsed().as_secs_f64();
 
-    let b = rc.model_box;
-    let bbox = SearchBox {
-        x_min_km: b.x_min_km,
-        x_max_km: b.x_max_km,
-        y_min_km: b.y_min_km,
-        y_max_km: b.y_max_km,
-        z_min_km: (-rc.inventory.max_elevation_m() / 1000.0).max(b.z_min_km),
-        z_max_km: b.z_max_km,
-    };
-    let receivers: Vec<Receiver> = stations
-        .iter()
-        .flat_map(|p| {
-            Phase::ALL.map(|phase| Receiver {
-                phase,
-                position: *p,
-            })
-        })
-        .collect();
+    let bbox = SearchBox::for_station_config(&rc);
+    let receivers = rc.receivers();
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(rc.velocity.clone()));
     let grid = TableGrid {
         r_max_km: rc.max_source_receiver_distance_km().min(400.0),

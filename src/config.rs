@@ -304,6 +304,20 @@ pub struct ResolvedStationConfig {
 }
 
 impl ResolvedStationConfig {
+    /// Every (phase, station position) pair of the inventory, in station order, P then S:
+    /// the receivers the locator's traveltime tables are built for.
+    pub fn receivers(&self) -> Vec<crate::traveltime::Receiver> {
+        self.station_positions
+            .iter()
+            .flat_map(|p| {
+                crate::domain::Phase::ALL.map(|phase| crate::traveltime::Receiver {
+                    phase,
+                    position: *p,
+                })
+            })
+            .collect()
+    }
+
     /// Loads a configuration from a folder (reading its `config.toml`) or a TOML file path.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = if path.is_dir() {

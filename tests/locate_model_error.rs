@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use eikoloc::config::ResolvedStationConfig;
-use eikoloc::domain::{LocalPoint, Phase};
+use eikoloc::domain::LocalPoint;
 use eikoloc::locate::calibration::{coverage_of, locate_all, LocatedSynth};
 use eikoloc::locate::model_error::{fit_model_error_scale, scale_moments};
 use eikoloc::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
@@ -42,24 +42,8 @@ fn correlated_model_error_term_covers_the_truth_at_its_stated_rate() {
         ..Default::default()
     };
     let events = scenario.generate(&rc.velocity, &stations, &synth).unwrap();
-    let b = rc.model_box;
-    let bbox = SearchBox {
-        x_min_km: b.x_min_km,
-        x_max_km: b.x_max_km,
-        y_min_km: b.y_min_km,
-        y_max_km: b.y_max_km,
-        z_min_km: (-rc.inventory.max_elevation_m() / 1000.0).max(b.z_min_km),
-        z_max_km: b.z_max_km,
-    };
-    let receivers: Vec<Receiver> = stations
-        .iter()
-        .flat_map(|p| {
-            Phase::ALL.map(|phase| Receiver {
-                phase,
-                position: *p,
-            })
-        })
-        .collect();
+    let bbox = SearchBox::for_station_config(&rc);
+    let receivers = rc.receivers();
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(rc.velocity.clone()));
     let grid = TableGrid {
         r_max_km: rc.max_source_receiver_distance_km().min(400.0),

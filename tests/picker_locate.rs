@@ -83,15 +83,7 @@ fn perfect_and_picked_medians(
         .map(|o| Pick::new(o.station.clone(), o.phase, o.time, 0.01))
         .collect();
 
-    let b = cfg.model_box;
-    let bbox = SearchBox {
-        x_min_km: b.x_min_km,
-        x_max_km: b.x_max_km,
-        y_min_km: b.y_min_km,
-        y_max_km: b.y_max_km,
-        z_min_km: (-cfg.inventory.max_elevation_m() / 1000.0).max(b.z_min_km),
-        z_max_km: b.z_max_km,
-    };
+    let bbox = SearchBox::for_station_config(cfg);
     let lconf = LocateConfig::default();
     let position = |net: &str, sta: &str| {
         cfg.inventory

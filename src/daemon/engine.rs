@@ -17,7 +17,7 @@ use crate::locate::station_terms::{
     EventCorrections, SsstConfig, StaticTerms, StationTerms, StationTermsError,
 };
 use crate::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
-use crate::traveltime::{LayeredExact, Receiver, TraveltimeModel};
+use crate::traveltime::{LayeredExact, TraveltimeModel};
 
 use super::clock::unix_s;
 use super::pipeline::{Association, EventChange, LocateRequest, Located, Locator};
@@ -104,29 +104,10 @@ pub fn build_with_terms(
 ) -> Result<Engine, String> {
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(station.velocity.clone()));
     let b = station.model_box;
-    let top = b
-        .z_min_km
-        .max(-station.inventory.max_elevation_m() / 1000.0);
     let assoc = Associator::new(&station.station_positions, exact.as_ref(), acfg)
         .map_err(|e| e.to_string())?;
-    let search = SearchBox {
-        x_min_km: b.x_min_km,
-        x_max_km: b.x_max_km,
-        y_min_km: b.y_min_km,
-        y_max_km: b.y_max_km,
-        z_min_km: top,
-        z_max_km: b.z_max_km,
-    };
-    let receivers: Vec<Receiver> = station
-        .station_positions
-        .iter()
-        .flat_map(|p| {
-            Phase::ALL.map(|phase| Receiver {
-                phase,
-                position: *p,
-            })
-        })
-        .collect();
+    let search = SearchBox::for_station_config(station);
+    let receivers = station.receivers();
     let corners = [
         (b.x_min_km, b.y_min_km),
         (b.x_min_km, b.y_max_km),
@@ -141,7 +122,7 @@ pub fn build_with_terms(
     let grid = TableGrid {
         r_max_km: (r_max + 1.0).min(400.0),
         dr_km: 0.5,
-        z_min_km: top,
+        z_min_km: search.z_min_km,
         z_max_km: b.z_max_km,
         dz_km: 0.25,
     };

@@ -70,6 +70,20 @@ pub struct SearchBox {
 }
 
 impl SearchBox {
+    /// The search box of a station configuration: its model box, from minus the highest
+    /// station elevation (or the box top, if deeper) down to the box bottom.
+    pub fn for_station_config(station: &crate::config::ResolvedStationConfig) -> Self {
+        let b = station.model_box;
+        SearchBox {
+            x_min_km: b.x_min_km,
+            x_max_km: b.x_max_km,
+            y_min_km: b.y_min_km,
+            y_max_km: b.y_max_km,
+            z_min_km: (-station.inventory.max_elevation_m() / 1000.0).max(b.z_min_km),
+            z_max_km: b.z_max_km,
+        }
+    }
+
     /// Clamps a point into the box.
     pub fn clamp(&self, p: [f64; 3]) -> [f64; 3] {
         [
