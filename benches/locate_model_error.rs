@@ -21,11 +21,11 @@ use eikoloc::config::ResolvedStationConfig;
 use eikoloc::domain::{LocalPoint, Phase};
 use eikoloc::locate::calibration::{coverage_of, locate_all, LocatedSynth};
 use eikoloc::locate::model_error::{
-    fit_model_error, fit_model_error_scale, scale_moments, ResidualSample,
+    fit_model_error, fit_model_error_scale, posterior_scale_moments, ResidualSample,
 };
 use eikoloc::locate::{LocateConfig, NoiseScale, RadialTableModel, SearchBox, TableGrid};
 use eikoloc::synth::{ModelErrorScenario, NoiseKind, SynthConfig};
-use eikoloc::traveltime::{LayeredExact, Receiver, TimeAndGradient, TraveltimeModel};
+use eikoloc::traveltime::{LayeredExact, TraveltimeModel};
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
@@ -165,14 +165,7 @@ fn main() {
         let moments: Vec<_> = located
             .iter()
             .flatten()
-            .filter_map(|(post, obs, _)| {
-                let rec: Vec<Receiver> = obs.iter().map(|o| o.receiver).collect();
-                let mut tg = vec![TimeAndGradient::default(); obs.len()];
-                model
-                    .batch_with_gradient(&[LocalPoint::from_array(post.mean_km)], &rec, &mut tg)
-                    .ok()?;
-                scale_moments(&tg, obs, &post.sigma_s, &post.residual_s, cfg)
-            })
+            .filter_map(|(post, obs, _)| posterior_scale_moments(&model, post, obs, cfg))
             .collect();
         fit_model_error_scale(&moments)
     };

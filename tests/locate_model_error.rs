@@ -11,12 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use eikoloc::config::ResolvedStationConfig;
-use eikoloc::domain::LocalPoint;
 use eikoloc::locate::calibration::{coverage_of, locate_all, LocatedSynth};
-use eikoloc::locate::model_error::{fit_model_error_scale, scale_moments};
+use eikoloc::locate::model_error::{fit_model_error_scale, posterior_scale_moments};
 use eikoloc::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
 use eikoloc::synth::{ModelErrorScenario, NoiseKind, SynthConfig};
-use eikoloc::traveltime::{LayeredExact, Receiver, TimeAndGradient, TraveltimeModel};
+use eikoloc::traveltime::{LayeredExact, TraveltimeModel};
 
 #[test]
 fn correlated_model_error_term_covers_the_truth_at_its_stated_rate() {
@@ -123,14 +122,7 @@ fn fit_scale(model: &dyn TraveltimeModel, located: &[LocatedSynth], cfg: &Locate
     let moments: Vec<_> = located
         .iter()
         .flatten()
-        .filter_map(|(post, obs, _)| {
-            let rec: Vec<Receiver> = obs.iter().map(|o| o.receiver).collect();
-            let mut tg = vec![TimeAndGradient::default(); obs.len()];
-            model
-                .batch_with_gradient(&[LocalPoint::from_array(post.mean_km)], &rec, &mut tg)
-                .ok()?;
-            scale_moments(&tg, obs, &post.sigma_s, &post.residual_s, cfg)
-        })
+        .filter_map(|(post, obs, _)| posterior_scale_moments(model, post, obs, cfg))
         .collect();
     fit_model_error_scale(&moments).expect("scale")
 }

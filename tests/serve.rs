@@ -54,25 +54,6 @@ fn this_minute() -> i64 {
     chrono::Utc::now().timestamp().div_euclid(60) - 5
 }
 
-async fn events(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
-    let (status, body) = http_get(addr, "/events").await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-async fn wait_final(addr: std::net::SocketAddr, n: usize) -> Vec<serde_json::Value> {
-    eventually(Duration::from_secs(30), || async {
-        let ev = events(addr).await;
-        let finals = ev
-            .iter()
-            .filter(|e| e["preferred"]["is_final"] == true)
-            .count();
-        (finals == n).then_some(ev)
-    })
-    .await
-    .unwrap_or_else(|| panic!("{n} final events within 30 s"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn picks_in_quakeml_stream_and_http_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +73,7 @@ async fn picks_in_quakeml_stream_and_http_out() {
         send_json(svc.addrs.ingest, &b)
     );
 
-    let listed = wait_final(svc.addrs.http, 2).await;
+    let listed = wait_final(svc.addrs.http, 2, Duration::from_secs(30)).await;
     let ids: Vec<String> = listed
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_string())
@@ -260,7 +241,7 @@ async fn hostile_frames_are_rejected_and_counted_while_good_picks_flow() {
         "7 good picks accepted and every hostile record counted by reason: {now:?}"
     );
     // The good picks made their event, located and final.
-    let ev = wait_final(svc.addrs.http, 1).await;
+    let ev = wait_final(svc.addrs.http, 1, Duration::from_secs(30)).await;
     assert_eq!(ev[0]["n_picks"], 5);
     let (_, text) = http_get(svc.addrs.http, "/metrics").await;
     assert!(
@@ -319,7 +300,7 @@ async fn a_restart_in_the_middle_of_a_stream_loses_nothing() {
     cfg.pipeline.idle_advance_s = 0.3;
     let svc = start(cfg, engine(&station)).await;
     send_json(svc.addrs.ingest, &all[4..]).await;
-    let ev = wait_final(svc.addrs.http, 1).await;
+    let ev = wait_final(svc.addrs.http, 1, Duration::from_secs(30)).await;
     assert_eq!(
         ev.len(),
         1,
@@ -351,7 +332,7 @@ async fn relocation_waits_for_the_throttle_and_the_final_origin_does_not() {
     let svc = start(cfg, engine(&station)).await;
     let m = this_minute();
     send_json(svc.addrs.ingest, &picks(m, 10.0, 8, 0)).await;
-    wait_final(svc.addrs.http, 1).await;
+    wait_final(svc.addrs.http, 1, Duration::from_secs(30)).await;
     let (_, body) = http_get(svc.addrs.http, &format!("/events/ev{m}")).await;
     let e: Event = serde_json::from_str(&body).unwrap();
     let shape: Vec<(u32, usize, bool)> = e

@@ -54,20 +54,6 @@ async fn event(addr: std::net::SocketAddr, id: &str) -> Event {
     serde_json::from_str(&body).unwrap()
 }
 
-async fn finals(addr: std::net::SocketAddr, n: usize) -> Vec<serde_json::Value> {
-    eventually(Duration::from_secs(60), || async {
-        let (_, body) = http_get(addr, "/events").await;
-        let ev: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
-        let f = ev
-            .iter()
-            .filter(|e| e["preferred"]["is_final"] == true)
-            .count();
-        (f == n).then_some(ev)
-    })
-    .await
-    .unwrap_or_else(|| panic!("{n} final events within 60 s"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_preliminary_origin_is_published_first_and_the_posterior_follows() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,7 +64,7 @@ async fn the_preliminary_origin_is_published_first_and_the_posterior_follows() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let m = first_minute();
     send_json(svc.addrs.ingest, &picks(m, 6)).await;
-    finals(svc.addrs.http, 1).await;
+    wait_final(svc.addrs.http, 1, Duration::from_secs(60)).await;
 
     // The stream, in order: the preliminary at the 4 opening picks, then full posteriors, the
     // last one final with all 6 picks.
@@ -147,7 +133,7 @@ async fn the_locate_queue_coalesces_stays_bounded_and_never_loses_a_final_origin
     let m = first_minute();
     let all: Vec<WirePick> = (0..6).flat_map(|k| picks(m + k, 10)).collect();
     send_json(svc.addrs.ingest, &all).await;
-    finals(svc.addrs.http, 6).await;
+    wait_final(svc.addrs.http, 6, Duration::from_secs(60)).await;
 
     let mut total_origins = 0;
     for k in 0..6 {

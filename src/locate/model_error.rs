@@ -277,6 +277,23 @@ pub fn scale_moments(
     })
 }
 
+/// [`scale_moments`] of a located event, at its posterior mean with the sigmas and residuals
+/// the locator reported. `None` when the model cannot be evaluated there or the geometry is
+/// singular.
+pub fn posterior_scale_moments(
+    model: &dyn TraveltimeModel,
+    post: &Posterior,
+    obs: &[Observation],
+    config: &LocateConfig,
+) -> Option<ScaleMoments> {
+    let rec: Vec<crate::traveltime::Receiver> = obs.iter().map(|o| o.receiver).collect();
+    let mut tg = vec![TimeAndGradient::default(); obs.len()];
+    model
+        .batch_with_gradient(&[LocalPoint::from_array(post.mean_km)], &rec, &mut tg)
+        .ok()?;
+    scale_moments(&tg, obs, &post.sigma_s, &post.residual_s, config)
+}
+
 /// The factor by which the configured model error (floor and fraction together) should be
 /// multiplied so that the residuals it predicts match those observed, summed over events:
 /// lambda^2 = (sum observed - sum pick) / sum model, at least 0. `None` without events or

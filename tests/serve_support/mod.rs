@@ -166,6 +166,31 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
+/// The service's `/events` listing as JSON values (asserts HTTP 200).
+pub async fn events(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
+    let (status, body) = http_get(addr, "/events").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until exactly `n` listed events have a final preferred origin; returns the listing.
+pub async fn wait_final(
+    addr: std::net::SocketAddr,
+    n: usize,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    eventually(timeout, || async {
+        let ev = events(addr).await;
+        let finals = ev
+            .iter()
+            .filter(|e| e["preferred"]["is_final"] == true)
+            .count();
+        (finals == n).then_some(ev)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{n} final events within {timeout:?}"))
+}
+
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
