@@ -11,15 +11,19 @@
 //! - `calibrated`: static terms from the raw residuals at the *network catalog's* hypocentres
 //!   of the other half of the events (two-fold cross-validation: even-numbered events
 //!   calibrate the odd ones and back), one pass. The way an observatory calibrates delays on
-//!   well-located events; no event is located with terms it helped estimate. Reported for
-//!   the posterior mean (the catalogue's location) and, as `calib_map`, the MAP particle;
+//!   well-located events; no event is located with terms it helped estimate.
 //!   `calib_only` uses only the arrivals that have a calibrated term.
+//!
+//! Every mode is reported for the catalogue's point (the locator's reported hypocentre) and,
+//! as `MODE_map` / `MODE_med`, for the same posteriors' highest-posterior particle and
+//! component-wise particle median.
 //!
 //! Run: `cargo bench --bench locate_datasets` (EIKOLOC_DATASETS=ridgecrest,hypodd_parkfield,
 //! hypodd_calaveras,nlloc_alaska to choose; EIKOLOC_DATASET_EVENTS=N caps the events per set;
 //! EIKOLOC_PARTICLES / EIKOLOC_MH_STEPS override the locator's particle and Metropolis counts;
 //! EIKOLOC_MODEL_ERROR=FLOOR_S,FRACTION[,CORRELATION_KM[,PS_CORRELATION]] sets the model-error
-//! term, default 0.05,0.02 uncorrelated).
+//! term, default 0.05,0.02 uncorrelated; EIKOLOC_DISTANCE_WEIGHTING=MIN_STATIONS,FULL_KM,
+//! ZERO_FACTOR or `off` overrides the station config's distance weighting).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,7 +40,7 @@ use eikoloc::locate::station_terms::{
     relocate_with_terms, EventCorrections, LocatedEvent, StaticTerms, StationTerms, TermsConfig,
     TermsKind,
 };
-use eikoloc::locate::{LocateConfig, RadialTableModel, SearchBox, TableGrid};
+use eikoloc::locate::{DistanceWeighting, LocateConfig, RadialTableModel, SearchBox, TableGrid};
 use eikoloc::traveltime::{LayeredExact, Receiver, TraveltimeModel};
 
 fn med(v: &mut [f64]) -> f64 {
@@ -54,10 +58,21 @@ type DataSet = (
     &'static [(&'static str, &'static str)],
 );
 /// Event id to (lat deg, lon deg, depth km).
+/// Which point of a posterior a report row measures.
+#[derive(Clone, Copy)]
+enum Point {
+    /// The catalogue's origin (the locator's reported hypocentre).
+    Catalog,
+    /// The highest-posterior particle.
+    Map,
+    /// The component-wise particle median.
+    Median,
+}
+
 type Hypocentres = HashMap<String, (f64, f64, f64)>;
 
 /// Per call of one event: (h95 major km, z95 km, MAP [lat deg, lon deg, depth km]).
-type CallExtras = Mutex<Vec<(f64, f64, [f64; 3])>>;
+type CallExtras = Mutex<Vec<(f64, f64, [f64; 3], [f64; 3])>>;
 
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
@@ -163,6 +178,17 @@ fn main() {
         )
         .expect("picks");
         let events: Vec<_> = picks.records.into_iter().take(cap).collect();
+        // the network's own distance weighting (station config `[locator]`), unless
+        // EIKOLOC_DISTANCE_WEIGHTING (MIN_STATIONS,FULL_KM,ZERO_FACTOR or `off`) overrides it
+        let config = LocateConfig {
+            distance_weighting: match std::env::var("EIKOLOC_DISTANCE_WEIGHTING").ok() {
+                Some(s) if s.trim() == "off" => None,
+                Some(s) => Some(DistanceWeighting::parse(&s).expect("EIKOLOC_DISTANCE_WEIGHTING")),
+                None => rc.locator.distance_weighting,
+            },
+            ..config.clone()
+        };
+        println!("{cfg}: distance weighting {:?}", config.distance_weighting);
         let bbox = SearchBox::for_station_config(&rc);
         let mut receivers = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -227,16 +253,24 @@ fn main() {
             let (hz, located) = match &o.result {
                 Ok((s, post)) => {
                     let g = rc.frame.to_geo(post.map_km[0], post.map_km[1]);
+                    // component-wise particle median
+                    let mut md = [0.0; 3];
+                    for (k, v) in md.iter_mut().enumerate() {
+                        let mut c: Vec<f64> = post.particles.iter().map(|p| p[k]).collect();
+                        *v = med(&mut c);
+                    }
+                    let gm = rc.frame.to_geo(md[0], md[1]);
                     (
                         (
                             s.origin.uncertainty.horizontal_95.major_km,
                             s.origin.uncertainty.depth_95_km,
                             [g.lat_deg, g.lon_deg, post.map_km[2]],
+                            [gm.lat_deg, gm.lon_deg, md[2]],
                         ),
                         Some(LocatedEvent::from_origin(&ev.event_id, &s.origin, &c)),
                     )
                 }
-                Err(_) => ((f64::NAN, f64::NAN, [f64::NAN; 3]), None),
+                Err(_) => ((f64::NAN, f64::NAN, [f64::NAN; 3], [f64::NAN; 3]), None),
             };
             if let Ok(mut v) = extras[i].lock() {
                 v.push(hz);
@@ -245,16 +279,16 @@ fn main() {
         };
         let locate = |i: usize, corr: &EventCorrections| locate_these(i, &events[i].picks, corr);
         let to_located =
-            |cat: &[Option<LocatedEvent>], pass: usize, map: bool| -> Vec<Option<Located>> {
+            |cat: &[Option<LocatedEvent>], pass: usize, point: Point| -> Vec<Option<Located>> {
                 cat.iter()
                     .enumerate()
                     .map(|(i, e)| {
                         e.as_ref().map(|e| {
-                            let (h95, z95, m) = extras[i]
+                            let (h95, z95, m, md) = extras[i]
                                 .lock()
                                 .ok()
                                 .and_then(|v| v.get(pass).copied())
-                                .unwrap_or((f64::NAN, f64::NAN, [f64::NAN; 3]));
+                                .unwrap_or((f64::NAN, f64::NAN, [f64::NAN; 3], [f64::NAN; 3]));
                             let n = e.arrivals.len().max(1) as f64;
                             let rms = (e
                                 .arrivals
@@ -263,10 +297,10 @@ fn main() {
                                 .sum::<f64>()
                                 / n)
                                 .sqrt();
-                            let p = if map {
-                                m
-                            } else {
-                                [e.lat_deg, e.lon_deg, e.depth_km]
+                            let p = match point {
+                                Point::Map => m,
+                                Point::Median => md,
+                                Point::Catalog => [e.lat_deg, e.lon_deg, e.depth_km],
                             };
                             Located {
                                 lat: p[0],
@@ -327,6 +361,21 @@ fn main() {
             }
             println!("{line}  ({secs:.0} s)");
         };
+        // the catalogue's point (the posterior mean) and, as MODE_map / MODE_med, the same
+        // posteriors' highest-posterior particle and component-wise particle median
+        let report_all = |mode: &str, cat: &[Option<LocatedEvent>], pass: usize, secs: f64| {
+            report(mode, &to_located(cat, pass, Point::Catalog), secs);
+            report(
+                &format!("{mode}_map"),
+                &to_located(cat, pass, Point::Map),
+                secs,
+            );
+            report(
+                &format!("{mode}_med"),
+                &to_located(cat, pass, Point::Median),
+                secs,
+            );
+        };
         let want = |m: &str| modes.iter().any(|x| x == m);
         if want("none") || want("static") {
             for e in &extras {
@@ -341,13 +390,14 @@ fn main() {
             let run = relocate_with_terms(&ids, &rc.frame, &tc, None, locate).expect("terms");
             let secs = t0.elapsed().as_secs_f64() / run.passes.len() as f64;
             if want("none") {
-                report("none", &to_located(&run.pass_catalogs[0], 0, false), secs);
+                report_all("none", &run.pass_catalogs[0], 0, secs);
             }
             if want("static") {
                 let last = run.pass_catalogs.len() - 1;
-                report(
+                report_all(
                     "static",
-                    &to_located(&run.pass_catalogs[last], last, false),
+                    &run.pass_catalogs[last],
+                    last,
                     secs * run.passes.len() as f64,
                 );
             }
@@ -364,11 +414,8 @@ fn main() {
             };
             let run = relocate_with_terms(&ids, &rc.frame, &tc, None, locate).expect("terms");
             let last = run.pass_catalogs.len() - 1;
-            report(
-                "ssst",
-                &to_located(&run.pass_catalogs[last], last, false),
-                t0.elapsed().as_secs_f64(),
-            );
+            let secs = t0.elapsed().as_secs_f64();
+            report_all("ssst", &run.pass_catalogs[last], last, secs);
         }
         if want("calibrated") {
             let Some((_, network)) = refs.iter().find(|(n, _)| *n == "network") else {
@@ -416,9 +463,43 @@ fn main() {
                 })
                 .collect();
             let secs = t0.elapsed().as_secs_f64();
-            report("calibrated", &to_located(&cat, 0, false), secs);
-            // the same posteriors' highest-posterior particle instead of their mean
-            report("calib_map", &to_located(&cat, 0, true), secs);
+            report_all("calibrated", &cat, 0, secs);
+            // relocated with only the arrivals within EIKOLOC_NEAR_KM of the calibrated
+            // epicentre (Hypoinverse's distance cutoff)
+            if let Some(near_km) = std::env::var("EIKOLOC_NEAR_KM")
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+            {
+                for e in &extras {
+                    e.lock().map(|mut v| v.clear()).ok();
+                }
+                let t0 = Instant::now();
+                let near: Vec<Option<LocatedEvent>> = (0..events.len())
+                    .into_par_iter()
+                    .map(|i| {
+                        let first = cat[i].as_ref()?;
+                        let epi = GeoPoint {
+                            lat_deg: first.lat_deg,
+                            lon_deg: first.lon_deg,
+                        };
+                        let picks: Vec<Pick> = events[i]
+                            .picks
+                            .iter()
+                            .filter(|p| {
+                                rc.inventory
+                                    .get(&p.station.network, &p.station.station)
+                                    .is_some_and(|st| {
+                                        rc.frame.distance_azimuth(epi, st.geo()).0 <= near_km
+                                    })
+                            })
+                            .cloned()
+                            .collect();
+                        let corr = fold_terms[1 - i % 2].corrections_for(None, &ids[i]);
+                        locate_these(i, &picks, &corr).1
+                    })
+                    .collect();
+                report_all("calib_near", &near, 0, t0.elapsed().as_secs_f64());
+            }
             // only the arrivals that have a calibrated term: an uncalibrated station keeps
             // the model's full error (Calaveras: up to -1.5 s at 100 km)
             for e in &extras {
@@ -449,7 +530,7 @@ fn main() {
                 .collect();
             report(
                 "calib_only",
-                &to_located(&cat, 0, false),
+                &to_located(&cat, 0, Point::Catalog),
                 t0.elapsed().as_secs_f64(),
             );
         }

@@ -168,6 +168,19 @@ pub struct StationConfig {
     /// Source region and model extent, local km.
     #[serde(rename = "box")]
     pub model_box: ModelBox,
+    /// Locator settings that belong to this network (optional `[locator]` table).
+    #[serde(default)]
+    pub locator: LocatorSection,
+}
+
+/// The optional `[locator]` table: what a network's operators tune for their picks and model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocatorSection {
+    /// Distance weighting (Hypoinverse `DIS`):
+    /// `distance_weighting = { min_stations = 6, full_km = 25.0, zero_factor = 2.0 }`.
+    #[serde(default)]
+    pub distance_weighting: Option<crate::locate::DistanceWeighting>,
 }
 
 impl StationConfig {
@@ -253,6 +266,11 @@ impl StationConfig {
             ));
         }
 
+        if let Some(dw) = &self.locator.distance_weighting {
+            dw.validate()
+                .map_err(|m| invalid("locator.distance_weighting", m))?;
+        }
+
         let name = match self.name {
             Some(n) if !n.trim().is_empty() => n,
             Some(_) => return Err(invalid("name", "empty name".into())),
@@ -273,6 +291,7 @@ impl StationConfig {
             model_box: self.model_box,
             model_dir: self.model.map(|m| dir.join(m)),
             station_positions,
+            locator: self.locator,
         })
     }
 }
@@ -298,6 +317,8 @@ pub struct ResolvedStationConfig {
     pub model_box: ModelBox,
     /// Trained network folder, resolved against the config folder; it may not exist yet.
     pub model_dir: Option<PathBuf>,
+    /// The network's locator settings (`[locator]`).
+    pub locator: LocatorSection,
     /// Each station's local position (km east, km north, km depth = -elevation), in the
     /// order of `inventory.stations()`.
     pub station_positions: Vec<LocalPoint>,

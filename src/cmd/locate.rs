@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use eikoloc::catalog::csv::{read_picks_file, PicksCsvOptions};
 use eikoloc::catalog::quakeml::write_quakeml;
-use eikoloc::config::ResolvedStationConfig;
+use eikoloc::config::{LocatorSection, ResolvedStationConfig};
 use eikoloc::domain::Phase;
 use eikoloc::domain::{format_utc, Event, GeoPoint, LocalFrame, LocalPoint, StationInventory};
 use eikoloc::locate::event::{locate_picks_corrected, EventOutcome};
@@ -19,8 +19,8 @@ use eikoloc::locate::station_terms::{
     relocate_with_terms, LocatedEvent, SsstConfig, StationTerms, TermsConfig, TermsKind,
 };
 use eikoloc::locate::{
-    LikelihoodKind, LocateConfig, NoiseScale, OriginTimeMode, RadialTableModel, SearchBox,
-    SigmaCombine, TableGrid,
+    DistanceWeighting, LikelihoodKind, LocateConfig, NoiseScale, OriginTimeMode, RadialTableModel,
+    SearchBox, SigmaCombine, TableGrid,
 };
 use eikoloc::traveltime::pinn::ModelBounds;
 use eikoloc::traveltime::{PinnModel, Receiver, TraveltimeModel};
@@ -46,17 +46,37 @@ pub struct RegionArgs {
     /// model) or `gradient:VP0,VS0,KP,KS` (analytic constant-gradient medium, z0 = 0).
     #[arg(long)]
     pub traveltime: Option<String>,
+    /// Distance weighting of the picks, Hypoinverse `DIS` style: `MIN_STATIONS,FULL_KM,ZERO_FACTOR`
+    /// (full weight out to FULL_KM or the MIN_STATIONS-th nearest station, cosine taper to zero
+    /// at ZERO_FACTOR times that), or `off`. Default: the station config's
+    /// `[locator] distance_weighting`, else off.
+    #[arg(long, value_parser = parse_distance_weighting)]
+    pub distance_weighting: Option<DistanceWeightingArg>,
+}
+
+/// `--distance-weighting`: a setting, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct DistanceWeightingArg(pub Option<DistanceWeighting>);
+
+fn parse_distance_weighting(s: &str) -> Result<DistanceWeightingArg, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(DistanceWeightingArg(None));
+    }
+    DistanceWeighting::parse(s).map(|d| DistanceWeightingArg(Some(d)))
 }
 
 impl RegionArgs {
     /// Loads the region and opens the traveltime model it asks for.
     pub fn open(&self, max_depth_km: f64) -> anyhow::Result<(Setup, Arc<dyn TraveltimeModel>)> {
-        let s = setup(
+        let mut s = setup(
             self.config.as_deref(),
             self.stations.as_deref(),
             self.velocity.as_deref(),
             max_depth_km,
         )?;
+        if let Some(DistanceWeightingArg(dw)) = self.distance_weighting {
+            s.locator.distance_weighting = dw;
+        }
         let model = traveltime_model(self.model.as_deref(), self.traveltime.as_deref(), &s)?;
         Ok((s, model))
     }
@@ -180,6 +200,8 @@ pub struct Setup {
     pub frame: LocalFrame,
     /// Search box (prior support).
     pub bbox: SearchBox,
+    /// The network's locator settings (config `[locator]`, command-line overrides applied).
+    pub locator: LocatorSection,
 }
 
 /// Loads stations and velocity, either from `--config` or `--stations` + `--velocity`.
@@ -209,6 +231,7 @@ pub fn setup(
             velocity: r.velocity,
             frame: r.frame,
             bbox,
+            locator: r.locator,
         });
     }
     let (Some(s), Some(v)) = (stations, velocity) else {
@@ -252,6 +275,7 @@ pub fn setup(
         velocity,
         frame,
         bbox,
+        locator: LocatorSection::default(),
     })
 }
 
@@ -459,6 +483,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         model_error_correlation_km: a.model_error_correlation,
         model_error_ps_correlation: a.model_error_ps_correlation,
         noise_scale: a.noise_scale,
+        distance_weighting: s.locator.distance_weighting,
         seed: a.seed,
         ..Default::default()
     };

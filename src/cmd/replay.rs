@@ -93,8 +93,11 @@ fn parse_tolerance(s: &str) -> Result<[f64; 3], String> {
 /// `--stations`/`--velocity` setup (frame about the median station, box around the stations).
 fn station_config(a: &RegionArgs, s: &Setup) -> anyhow::Result<ResolvedStationConfig> {
     if let Some(c) = &a.config {
-        return ResolvedStationConfig::load(c)
-            .with_context(|| format!("loading station config {}", c.display()));
+        let mut r = ResolvedStationConfig::load(c)
+            .with_context(|| format!("loading station config {}", c.display()))?;
+        // the command line's overrides (`--distance-weighting`)
+        r.locator = s.locator;
+        return Ok(r);
     }
     let b = &s.bbox;
     Ok(ResolvedStationConfig {
@@ -115,6 +118,7 @@ fn station_config(a: &RegionArgs, s: &Setup) -> anyhow::Result<ResolvedStationCo
         },
         model_dir: a.model.clone(),
         station_positions: s.positions.clone(),
+        locator: s.locator,
     })
 }
 

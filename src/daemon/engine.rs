@@ -133,6 +133,7 @@ pub fn build_with_terms(
     let config = LocateConfig {
         model_error_floor_s: 0.05,
         model_error_fraction: 0.02,
+        distance_weighting: station.locator.distance_weighting,
         ..LocateConfig::default()
     };
     Ok(Engine {

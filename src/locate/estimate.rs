@@ -5,7 +5,7 @@
 use nalgebra::{Matrix3, Matrix4, Vector4};
 
 use super::likelihood::{Likelihood, LikelihoodKind, OriginTimeMode, Scratch, HUBER_K};
-use super::{pick_sigmas, LocateConfig, LocateError, Observation, SearchBox};
+use super::{apply_weights, pick_sigmas, LocateConfig, LocateError, Observation, SearchBox};
 use crate::domain::LocalPoint;
 use crate::traveltime::{Receiver, TimeAndGradient, TraveltimeModel};
 
@@ -75,10 +75,27 @@ pub fn first_estimate(
     bbox: &SearchBox,
     config: &LocateConfig,
 ) -> Result<FirstEstimate, LocateError> {
+    first_estimate_weighted(model, obs, bbox, config, None)
+}
+
+/// [`first_estimate`] with a-priori pick weights in [0, 1] dividing the residual sigmas
+/// (distance weighting); the returned sigmas include them.
+pub fn first_estimate_weighted(
+    model: &dyn TraveltimeModel,
+    obs: &[Observation],
+    bbox: &SearchBox,
+    config: &LocateConfig,
+    weights: Option<&[f64]>,
+) -> Result<FirstEstimate, LocateError> {
+    let sigmas = |tt: &[f64]| {
+        let mut s = pick_sigmas(config, obs, tt);
+        apply_weights(&mut s, weights);
+        s
+    };
     let receivers: Vec<Receiver> = obs.iter().map(|o| o.receiver).collect();
     let t_obs: Vec<f64> = obs.iter().map(|o| o.t_obs_s).collect();
     // Model error needs traveltimes; before any location, use the floor only.
-    let sig0 = pick_sigmas(config, obs, &vec![0.0; obs.len()]);
+    let sig0 = sigmas(&vec![0.0; obs.len()]);
     let lik = Likelihood::new(
         LikelihoodKind::Laplace,
         OriginTimeMode::Profiled,
@@ -151,7 +168,7 @@ pub fn first_estimate(
         )
     };
     let mut tg = eval(x, &mut buf)?;
-    let mut sigma = pick_sigmas(config, obs, &tg.iter().map(|g| g.t_s).collect::<Vec<_>>());
+    let mut sigma = sigmas(&tg.iter().map(|g| g.t_s).collect::<Vec<_>>());
     let mut t0 = t0_of(&tg, &sigma);
     let mut cost = robust_cost(&tg, t0, &sigma);
     let mut lambda = 1e-3;
@@ -205,7 +222,7 @@ pub fn first_estimate(
             break;
         }
     }
-    sigma = pick_sigmas(config, obs, &tg.iter().map(|g| g.t_s).collect::<Vec<_>>());
+    sigma = sigmas(&tg.iter().map(|g| g.t_s).collect::<Vec<_>>());
     // Marginal covariance of the hypocentre: the 3x3 block of the inverse 4x4 Gauss-Newton
     // matrix. Regularised so that an unconstrained axis gets the box size, not infinity.
     let extent = [

@@ -18,7 +18,6 @@
 
 use nalgebra::Matrix4;
 
-use super::estimate::first_estimate;
 use super::likelihood::HUBER_K;
 use super::summary::{CHI2_2_68, CHI2_2_95};
 use super::{check_inputs, LocateConfig, LocateError, Observation, Posterior, SearchBox};
@@ -49,13 +48,14 @@ pub fn linearized(
     config: &LocateConfig,
 ) -> Result<Posterior, LocateError> {
     check_inputs(obs, bbox, config)?;
-    let first = first_estimate(model, obs, bbox, config)?;
+    let (first, weights) = super::weighted_first_estimate(model, obs, bbox, config)?;
     let x = first.x_km;
     let receivers: Vec<Receiver> = obs.iter().map(|o| o.receiver).collect();
     let mut tg = vec![TimeAndGradient::default(); obs.len()];
     model.batch_with_gradient(&[LocalPoint::from_array(x)], &receivers, &mut tg)?;
     let tt: Vec<f64> = tg.iter().map(|g| g.t_s).collect();
-    let sigma = super::pick_sigmas(config, obs, &tt);
+    let mut sigma = super::pick_sigmas(config, obs, &tt);
+    super::apply_weights(&mut sigma, Some(&weights));
 
     let per_pick = huber_information_factor();
     let mut info = Matrix4::<f64>::zeros();
@@ -105,6 +105,7 @@ pub fn linearized(
         t0_s: first.t0_s,
         t0_sigma_s: inv[(3, 3)].max(0.0).sqrt(),
         sigma_s: sigma,
+        weights,
         predicted_tt_s: tt,
         residual_s,
         first_estimate_km: x,

@@ -118,6 +118,116 @@ pub struct DepthPrior {
     pub sigma_km: f64,
 }
 
+/// Smallest a-priori weight: a pick weighted to zero keeps a finite sigma (1000 times its own),
+/// so it still gets a residual but no say in the solution.
+pub const MIN_PICK_WEIGHT: f64 = 1e-3;
+
+/// Distance weighting of the picks (Hypoinverse's `DIS` command): full weight out to
+/// `full_km` or to the distance of the `min_stations`-th nearest picked station, whichever is
+/// larger, then a cosine taper to zero at `zero_factor` times that distance. Distances are
+/// epicentral, from the unweighted first estimate. Where the velocity model is wrong far out
+/// (Calaveras: -1.5 s at 100 km), the near stations that fix the depth then decide it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistanceWeighting {
+    /// Stations always kept at full weight (the nearest ones), at least 3.
+    pub min_stations: usize,
+    /// Full weight out to this epicentral distance at least, km.
+    pub full_km: f64,
+    /// The weight reaches zero at this multiple of the full-weight distance (>= 1).
+    pub zero_factor: f64,
+}
+
+impl DistanceWeighting {
+    /// Checks the ranges; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.min_stations < 3 {
+            return Err(format!(
+                "distance weighting: min_stations {} must be at least 3",
+                self.min_stations
+            ));
+        }
+        if !(self.full_km.is_finite() && self.full_km > 0.0) {
+            return Err(format!(
+                "distance weighting: full_km {} must be a positive distance",
+                self.full_km
+            ));
+        }
+        if !(self.zero_factor.is_finite() && self.zero_factor >= 1.0) {
+            return Err(format!(
+                "distance weighting: zero_factor {} must be at least 1",
+                self.zero_factor
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses `MIN_STATIONS,FULL_KM,ZERO_FACTOR` (e.g. `6,25,2`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let [n, full, factor] = parts.as_slice() else {
+            return Err(format!(
+                "distance weighting {text:?}: expected MIN_STATIONS,FULL_KM,ZERO_FACTOR"
+            ));
+        };
+        let dw = Self {
+            min_stations: n
+                .parse()
+                .map_err(|_| format!("distance weighting: min_stations {n:?} is not a count"))?,
+            full_km: full
+                .parse()
+                .map_err(|_| format!("distance weighting: full_km {full:?} is not a number"))?,
+            zero_factor: factor.parse().map_err(|_| {
+                format!("distance weighting: zero_factor {factor:?} is not a number")
+            })?,
+        };
+        dw.validate()?;
+        Ok(dw)
+    }
+
+    /// The weight in [0, 1] of each observation for an epicentre at `(x_km, y_km)`.
+    pub fn weights(&self, epicentre_km: [f64; 2], obs: &[Observation]) -> Vec<f64> {
+        let d: Vec<f64> = obs
+            .iter()
+            .map(|o| {
+                (o.receiver.position.x_km - epicentre_km[0])
+                    .hypot(o.receiver.position.y_km - epicentre_km[1])
+            })
+            .collect();
+        // distances of distinct stations (P and S at one station count once)
+        let mut stations: Vec<f64> = d.clone();
+        stations.sort_by(|a, b| a.total_cmp(b));
+        stations.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+        let nth = stations
+            .get(self.min_stations.saturating_sub(1))
+            .or(stations.last())
+            .copied()
+            .unwrap_or(0.0);
+        let inner = self.full_km.max(nth);
+        let outer = inner * self.zero_factor;
+        d.iter()
+            .map(|&r| {
+                if r <= inner {
+                    1.0
+                } else if r >= outer {
+                    0.0
+                } else {
+                    0.5 * (1.0 + (std::f64::consts::PI * (r - inner) / (outer - inner)).cos())
+                }
+            })
+            .collect()
+    }
+}
+
+/// Divides each sigma by its pick's a-priori weight (floored at [`MIN_PICK_WEIGHT`]).
+pub fn apply_weights(sigma_s: &mut [f64], weights: Option<&[f64]>) {
+    if let Some(w) = weights {
+        for (s, w) in sigma_s.iter_mut().zip(w) {
+            *s /= w.max(MIN_PICK_WEIGHT);
+        }
+    }
+}
+
 /// Everything that tunes the locator. Defaults are the measured choices (see the bench).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -163,6 +273,8 @@ pub struct LocateConfig {
     pub mh_steps: usize,
     /// Optional Gaussian depth prior.
     pub depth_prior: Option<DepthPrior>,
+    /// Optional distance weighting of the picks (Hypoinverse `DIS`); None = all at full weight.
+    pub distance_weighting: Option<DistanceWeighting>,
     /// Fewest picks an event needs.
     pub min_picks: usize,
     /// Random seed (particles are deterministic given it and the event).
@@ -189,6 +301,7 @@ impl Default for LocateConfig {
             tolerance: 0.03,
             mh_steps: 30,
             depth_prior: None,
+            distance_weighting: None,
             min_picks: 4,
             seed: 1,
         }
@@ -229,8 +342,12 @@ pub struct Posterior {
     pub t0_s: f64,
     /// Origin-time one-sigma: particle spread plus its conditional uncertainty, s.
     pub t0_sigma_s: f64,
-    /// Residual sigma of each observation (pick uncertainty with model error), s.
+    /// Residual sigma of each observation (pick uncertainty with model error, divided by its
+    /// a-priori weight), s.
     pub sigma_s: Vec<f64>,
+    /// A-priori weight of each observation in [0, 1] (distance weighting; all 1 without).
+    #[serde(default)]
+    pub weights: Vec<f64>,
     /// Predicted traveltime of each observation from the mean hypocentre, s.
     pub predicted_tt_s: Vec<f64>,
     /// Observed minus predicted arrival time at the mean hypocentre and origin time, s.
@@ -280,12 +397,36 @@ pub fn locate(
     seed: u64,
 ) -> Result<Posterior, LocateError> {
     check_inputs(obs, bbox, config)?;
-    let first = estimate::first_estimate(model, obs, bbox, config)?;
+    let (first, weights) = weighted_first_estimate(model, obs, bbox, config)?;
     let mut post = svgd::run(model, obs, bbox, config, &first, seed)?;
+    post.weights = weights;
     if config.model_error_correlation_km > 0.0 {
         model_error::widen_for_correlated_error(model, obs, bbox, config, &mut post, seed)?;
     }
     Ok(post)
+}
+
+/// The first estimate with the configured distance weighting: an unweighted first estimate
+/// gives the epicentre the weights are measured from, then the first estimate is redone with
+/// them (grid included: with the far picks down-weighted the depth can move by kilometres).
+/// Returns the weights too (all 1 without weighting).
+pub fn weighted_first_estimate(
+    model: &dyn TraveltimeModel,
+    obs: &[Observation],
+    bbox: &SearchBox,
+    config: &LocateConfig,
+) -> Result<(estimate::FirstEstimate, Vec<f64>), LocateError> {
+    let first = estimate::first_estimate(model, obs, bbox, config)?;
+    let Some(dw) = &config.distance_weighting else {
+        return Ok((first, vec![1.0; obs.len()]));
+    };
+    dw.validate().map_err(LocateError::Config)?;
+    let w = dw.weights([first.x_km[0], first.x_km[1]], obs);
+    if w.iter().all(|&w| w >= 1.0) {
+        return Ok((first, w));
+    }
+    let refined = estimate::first_estimate_weighted(model, obs, bbox, config, Some(&w))?;
+    Ok((refined, w))
 }
 
 /// What every solution needs: a valid box, enough particles, at least `min_picks` (and 4)

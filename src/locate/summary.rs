@@ -136,12 +136,16 @@ pub fn summarize(
         azs.push(az);
         min_d = min_d.min(dist);
         let r = post.residual_s[i];
-        let u = r / post.sigma_s[i];
-        let weight = if u.abs() <= HUBER_K {
-            1.0
-        } else {
-            HUBER_K / u.abs()
-        };
+        // the distance weight scales the pick's say, not what counts as an outlier: judged
+        // against its own sigma
+        let prior_w = post.weights.get(i).copied().unwrap_or(1.0);
+        let u = r / (post.sigma_s[i] * prior_w.max(super::MIN_PICK_WEIGHT));
+        let weight = prior_w
+            * if u.abs() <= HUBER_K {
+                1.0
+            } else {
+                HUBER_K / u.abs()
+            };
         let outlier = u.abs() > OUTLIER_SIGMA;
         n_out += usize::from(outlier);
         // RMS over the picks the solution trusts, weighted like the locator weighted them

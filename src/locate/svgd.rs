@@ -469,6 +469,7 @@ pub fn run(
         t0_s: t0_mean,
         t0_sigma_s: (t0_var + cond).sqrt(),
         sigma_s,
+        weights: vec![1.0; n_obs],
         predicted_tt_s: tt,
         residual_s,
         first_estimate_km: first.x_km,
