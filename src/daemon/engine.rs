@@ -130,11 +130,7 @@ pub fn build_with_terms(
         RadialTableModel::build(locate_model, grid, &receivers)
             .map_err(|e| format!("traveltime table: {e}"))?,
     );
-    let config = LocateConfig {
-        model_error_floor_s: 0.05,
-        model_error_fraction: 0.02,
-        ..LocateConfig::default()
-    };
+    let config = LocateConfig::default();
     Ok(Engine {
         association: Box::new(StreamAssociation::new(assoc, station.clone())),
         locator: Arc::new(SvgdLocator {

@@ -128,6 +128,53 @@ pub fn fit_model_error(samples: &[ResidualSample]) -> Option<ModelErrorFit> {
     })
 }
 
+/// Correlation of the model errors of picks `i` and `j` (i != j): the station-distance kernel
+/// exp(-d^2 / (2 L^2)) (L: `model_error_correlation_km`; 0 = none) and, with
+/// `model_error_correlation_deg` > 0, the ray-direction kernel exp(-theta^2 / (2 Theta^2))
+/// (theta: the angle between the two rays where they leave the source, from the traveltime
+/// gradients, which point away from the ray), which describes error fields that change
+/// smoothly with the direction of the path from the source (a dipping interface, a regional
+/// velocity gradient): rays that leave together share their path. With both, their mean.
+/// Times the P-S correlation across phases.
+pub fn correlation(
+    config: &LocateConfig,
+    obs: &[Observation],
+    tg: &[TimeAndGradient],
+    i: usize,
+    j: usize,
+) -> f64 {
+    let mut kernels = 0;
+    let mut rho = 0.0;
+    let l = config.model_error_correlation_km;
+    if l > 0.0 {
+        let (pi, pj) = (obs[i].receiver.position, obs[j].receiver.position);
+        let d2 = (pi.x_km - pj.x_km).powi(2) + (pi.y_km - pj.y_km).powi(2);
+        rho += (-0.5 * d2 / (l * l)).exp();
+        kernels += 1;
+    }
+    let a = config.model_error_correlation_deg;
+    if a > 0.0 {
+        let (gi, gj) = (tg[i].grad_s_per_km, tg[j].grad_s_per_km);
+        let norm = |g: [f64; 3]| (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+        let (ni, nj) = (norm(gi), norm(gj));
+        if ni > 0.0 && nj > 0.0 {
+            let cos =
+                ((gi[0] * gj[0] + gi[1] * gj[1] + gi[2] * gj[2]) / (ni * nj)).clamp(-1.0, 1.0);
+            let theta = cos.acos().to_degrees();
+            rho += (-0.5 * (theta / a).powi(2)).exp();
+        }
+        kernels += 1;
+    }
+    if kernels == 0 {
+        return 0.0;
+    }
+    rho /= kernels as f64;
+    if obs[i].receiver.phase != obs[j].receiver.phase {
+        rho *= config.model_error_ps_correlation.clamp(0.0, 1.0);
+    }
+    rho
+}
+
 /// Covariance of the hypocentre shift caused by the *correlated* part of the model error,
 /// km^2, linearised at `x_km`: with G the rows (dT_i/dx, dT_i/dy, dT_i/dz, 1), W the weights
 /// 1/sigma_i^2 (Huber-downweighted beyond HUBER_K sigma, as the robust fit treats outliers)
@@ -167,21 +214,13 @@ pub fn correlated_shift_covariance(
         .iter()
         .map(|t| model_error_sigma(config, t.t_s))
         .collect();
-    let l2 = config.model_error_correlation_km.powi(2);
-    let ps = config.model_error_ps_correlation.clamp(0.0, 1.0);
     let mut c = Matrix3::<f64>::zeros();
     for i in 0..n {
-        let pi = obs[i].receiver.position;
         for j in 0..n {
             if i == j {
                 continue;
             }
-            let pj = obs[j].receiver.position;
-            let d2 = (pi.x_km - pj.x_km).powi(2) + (pi.y_km - pj.y_km).powi(2);
-            let mut rho = (-0.5 * d2 / l2).exp();
-            if obs[i].receiver.phase != obs[j].receiver.phase {
-                rho *= ps;
-            }
+            let rho = correlation(config, obs, tg, i, j);
             if rho < 1e-6 {
                 continue;
             }
@@ -243,22 +282,11 @@ pub fn scale_moments(
         .iter()
         .map(|t| model_error_sigma(config, t.t_s))
         .collect();
-    let l2 = config.model_error_correlation_km.powi(2);
-    let ps = config.model_error_ps_correlation.clamp(0.0, 1.0);
     let c = nalgebra::DMatrix::from_fn(n, n, |i, j| {
         if i == j {
             return m[i] * m[i];
         }
-        if l2 <= 0.0 {
-            return 0.0;
-        }
-        let (pi, pj) = (obs[i].receiver.position, obs[j].receiver.position);
-        let d2 = (pi.x_km - pj.x_km).powi(2) + (pi.y_km - pj.y_km).powi(2);
-        let mut rho = (-0.5 * d2 / l2).exp();
-        if obs[i].receiver.phase != obs[j].receiver.phase {
-            rho *= ps;
-        }
-        m[i] * m[j] * rho
+        m[i] * m[j] * correlation(config, obs, tg, i, j)
     });
     let model_s2 = (&r * c * r.transpose()).trace();
     let d = nalgebra::DMatrix::from_diagonal(&nalgebra::DVector::from_fn(n, |i, _| {
