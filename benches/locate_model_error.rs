@@ -61,11 +61,13 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 /// nearer the mean than the truth (horizontal Mahalanobis distance under the particle
 /// covariance; depth offset), which is uniform on [0, 1] for calibrated regions; a 68 %
 /// coverage short of 68 % with the 95 % right means mass in the 0.68-0.95 deciles.
+/// (true depth km, epicentral distance from the network centre km, picks, truth inside h68,
+/// h95, z68, z95).
+type DiagRow = (f64, f64, usize, [bool; 4]);
+
 fn diagnose(events: &[SynthEvent], located: &[LocatedSynth]) {
     let mut u = [Vec::new(), Vec::new()];
-    // (depth km, epicentral distance from the network centre km, picks, inside h68, h95,
-    // z68, z95)
-    let mut rows: Vec<(f64, f64, usize, [bool; 4])> = Vec::new();
+    let mut rows: Vec<DiagRow> = Vec::new();
     let mut zn = Vec::new();
     let mut hn = Vec::new();
     // signed errors truth - mean, km, and the rank of the truth with the events' median
@@ -182,7 +184,7 @@ fn diagnose(events: &[SynthEvent], located: &[LocatedSynth]) {
         bz[0] as f64 / nb,
         bz[1] as f64 / nb
     );
-    let split = |label: &str, key: &dyn Fn(&(f64, f64, usize, [bool; 4])) -> f64, edges: &[f64]| {
+    let split = |label: &str, key: &dyn Fn(&DiagRow) -> f64, edges: &[f64]| {
         let mut parts = Vec::new();
         for w in edges.windows(2) {
             let sel: Vec<_> = rows
