@@ -14,7 +14,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::likelihood::HUBER_K;
-use super::svgd::{mean_cov, region_quantiles};
+use super::svgd::region_quantiles;
 use super::{model_error_sigma, LocateConfig, LocateError, Observation, Posterior, SearchBox};
 use crate::domain::LocalPoint;
 use crate::traveltime::{TimeAndGradient, TraveltimeModel};
@@ -339,7 +339,8 @@ pub fn fit_model_error_scale(moments: &[ScaleMoments]) -> Option<f64> {
 /// Widens a posterior for correlated model error: every particle moves by a draw of the
 /// shift [`correlated_shift_covariance`] describes at the posterior mean (antithetic pairs, so
 /// the mean stays), which is the posterior marginalised over that error to first order; then
-/// mean, covariance and region scales are recomputed. Particles stay inside the box.
+/// covariance and region scales are recomputed about the unchanged mean. Particles stay
+/// inside the box.
 pub fn widen_for_correlated_error(
     model: &dyn TraveltimeModel,
     obs: &[Observation],
@@ -383,9 +384,20 @@ pub fn widen_for_correlated_error(
         p[2] = x[2];
     }
     let xs: Vec<[f64; 3]> = post.particles.iter().map(|p| [p[0], p[1], p[2]]).collect();
-    let (mean, cov) = mean_cov(&xs);
+    // The shift is symmetric about the estimate, so the mean stays where the likelihood put
+    // it, and the spread is measured about it: draws clamped at the box (a shallow event with
+    // a wide depth widening) would otherwise drag the cloud's own mean off by kilometres.
+    let mean = post.mean_km;
+    let mut cov = [[0.0; 3]; 3];
+    let dof = (xs.len() as f64 - 1.0).max(1.0);
+    for x in &xs {
+        for i in 0..3 {
+            for j in 0..3 {
+                cov[i][j] += (x[i] - mean[i]) * (x[j] - mean[j]) / dof;
+            }
+        }
+    }
     let (h2, z) = region_quantiles(&xs, &mean, &cov);
-    post.mean_km = mean;
     post.cov_km2 = cov;
     post.h2_quantiles = h2;
     post.z_quantiles = z;
@@ -504,6 +516,69 @@ mod tests {
         }
         let lambda = fit_model_error_scale(&moments).unwrap();
         assert!((lambda - truth).abs() < 0.15, "{lambda}");
+    }
+
+    /// The ray-direction kernel follows the angle between the rays at the source (from the
+    /// gradients, which point away from the ray): same direction 1, 30 degrees exp(-1/2) at a
+    /// 30-degree correlation angle, opposite rays none; across phases times the P-S
+    /// correlation; with a station-distance kernel too, the mean of the two.
+    #[test]
+    fn ray_direction_correlation_follows_the_angle_between_rays() {
+        use crate::domain::Phase;
+        use crate::traveltime::Receiver;
+        let config = LocateConfig {
+            model_error_correlation_km: 0.0,
+            model_error_correlation_deg: 30.0,
+            model_error_ps_correlation: 0.5,
+            ..LocateConfig::default()
+        };
+        let dir = |deg: f64| {
+            let a = deg.to_radians();
+            // slowness 1/6 s/km, pointing away from a station at azimuth `deg`
+            [-a.sin() / 6.0, -a.cos() / 6.0, 0.0]
+        };
+        let mk = |deg: f64, phase: Phase, x: f64| {
+            (
+                Observation {
+                    receiver: Receiver {
+                        phase,
+                        position: LocalPoint::new(x, 0.0, 0.0),
+                    },
+                    t_obs_s: 0.0,
+                    pick_sigma_s: 0.05,
+                },
+                TimeAndGradient {
+                    t_s: 5.0,
+                    grad_s_per_km: dir(deg),
+                },
+            )
+        };
+        let picks = [
+            mk(10.0, Phase::P, 0.0),
+            mk(10.0, Phase::P, 30.0),
+            mk(40.0, Phase::P, 60.0),
+            mk(190.0, Phase::P, 90.0),
+            mk(10.0, Phase::S, 120.0),
+        ];
+        let obs: Vec<Observation> = picks.iter().map(|p| p.0).collect();
+        let tg: Vec<TimeAndGradient> = picks.iter().map(|p| p.1).collect();
+        let rho = |c: &LocateConfig, i, j| correlation(c, &obs, &tg, i, j);
+        assert!((rho(&config, 0, 1) - 1.0).abs() < 1e-12);
+        assert!((rho(&config, 0, 2) - (-0.5f64).exp()).abs() < 1e-9);
+        // opposite rays, 180 degrees: exp(-18)
+        assert!((rho(&config, 0, 3) - (-18f64).exp()).abs() < 1e-15);
+        assert!((rho(&config, 0, 4) - 0.5).abs() < 1e-12);
+        // stations 30 km apart at L = 30 km: exp(-1/2); averaged with the ray kernel's 1
+        let both = LocateConfig {
+            model_error_correlation_km: 30.0,
+            ..config.clone()
+        };
+        assert!((rho(&both, 0, 1) - 0.5 * (1.0 + (-0.5f64).exp())).abs() < 1e-9);
+        let none = LocateConfig {
+            model_error_correlation_deg: 0.0,
+            ..config
+        };
+        assert_eq!(rho(&none, 0, 1), 0.0);
     }
 
     /// Residuals no larger than the pick noise give no model error; too few samples, none.
