@@ -69,7 +69,8 @@ fn main() {
         "{:<34} {:>5} {:>5} {:>5} {:>5} {:>7} {:>7} {:>8} {:>8} {:>6}  gaussian h68/h95/z68/z95",
         "config", "h68", "h95", "z68", "z95", "medH_km", "medZ_km", "t50_ms", "t90_ms", "iters"
     );
-    let base = LocateConfig::default();
+    // model-consistent picks with known noise: no model-error term
+    let base = LocateConfig::known_noise();
     let mut configs: Vec<(String, LocateConfig)> = Vec::new();
     for kind in [
         LikelihoodKind::Laplace,

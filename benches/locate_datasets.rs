@@ -21,9 +21,16 @@
 //! Run: `cargo bench --bench locate_datasets` (EIKOLOC_DATASETS=ridgecrest,hypodd_parkfield,
 //! hypodd_calaveras,nlloc_alaska to choose; EIKOLOC_DATASET_EVENTS=N caps the events per set;
 //! EIKOLOC_PARTICLES / EIKOLOC_MH_STEPS override the locator's particle and Metropolis counts;
-//! EIKOLOC_MODEL_ERROR=FLOOR_S,FRACTION[,CORRELATION_KM[,PS_CORRELATION]] sets the model-error
-//! term, default 0.05,0.02 uncorrelated; EIKOLOC_DISTANCE_WEIGHTING=MIN_STATIONS,FULL_KM,
-//! ZERO_FACTOR or `off` overrides the station config's distance weighting).
+//! EIKOLOC_MODEL_ERROR=FLOOR_S,FRACTION[,CORRELATION_KM[,PS_CORRELATION[,CORRELATION_DEG]]]
+//! sets the model-error term, default `LocateConfig::default()`'s; the fields left out are 0
+//! (correlation) and the default's P-S correlation; EIKOLOC_DISTANCE_WEIGHTING=MIN_STATIONS,
+//! FULL_KM,ZERO_FACTOR or `off` overrides the station config's distance weighting).
+//!
+//! Reference coverage: per reference catalogue, the fraction of events whose reference
+//! hypocentre lies inside the event's reported 68 % / 95 % horizontal ellipse (`cH`) and
+//! depth interval (`cZ`), centred on the posterior mean as reported. A reference catalogue is
+//! not the truth (HypoDD's relative locations carry their own error, and its depths a
+//! different model), so these are agreement rates, not calibration.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -71,15 +78,46 @@ enum Point {
 
 type Hypocentres = HashMap<String, (f64, f64, f64)>;
 
-/// Per call of one event: (h95 major km, z95 km, MAP [lat deg, lon deg, depth km]).
-type CallExtras = Mutex<Vec<(f64, f64, [f64; 3], [f64; 3])>>;
+/// Per call of one event: h95 major km, z95 km, MAP and particle median [lat deg, lon deg,
+/// depth km], and per
+/// reference catalogue whether its hypocentre lies inside the 68 % / 95 % horizontal and
+/// depth regions (None without a reference hypocentre).
+#[derive(Clone)]
+struct Call {
+    h95_km: f64,
+    z95_km: f64,
+    map: [f64; 3],
+    median: [f64; 3],
+    inside: Vec<Option<[bool; 4]>>,
+}
+type CallExtras = Mutex<Vec<Call>>;
+
+/// Whether `r` (local km) lies inside the 68 % / 95 % horizontal ellipse and depth interval of
+/// `post` (h68, h95, z68, z95).
+fn inside_regions(post: &eikoloc::locate::Posterior, r: [f64; 3]) -> [bool; 4] {
+    let (m, c) = (post.mean_km, post.cov_km2);
+    let (dx, dy, dz) = (r[0] - m[0], r[1] - m[1], r[2] - m[2]);
+    let det = c[0][0] * c[1][1] - c[0][1] * c[1][0];
+    let d2 = if det > 0.0 {
+        (c[1][1] * dx * dx - 2.0 * c[0][1] * dx * dy + c[0][0] * dy * dy) / det
+    } else {
+        f64::INFINITY
+    };
+    let sz = c[2][2].max(0.0).sqrt();
+    [
+        d2 <= post.h2_quantiles[0],
+        d2 <= post.h2_quantiles[1],
+        dz.abs() <= post.z_quantiles[0] * sz,
+        dz.abs() <= post.z_quantiles[1] * sz,
+    ]
+}
 
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
 }
 
 /// Per located event: hypocentre, RMS of the corrected residuals, h95 major and z95.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Located {
     lat: f64,
     lon: f64,
@@ -87,6 +125,7 @@ struct Located {
     rms_s: f64,
     h95_km: f64,
     z95_km: f64,
+    inside: Vec<Option<[bool; 4]>>,
 }
 
 fn main() {
@@ -123,26 +162,35 @@ fn main() {
         .collect();
     let iterations = env_usize("EIKOLOC_TERMS_ITERATIONS").unwrap_or(3);
     let defaults = LocateConfig::default();
-    let me: Vec<f64> = std::env::var("EIKOLOC_MODEL_ERROR")
-        .unwrap_or_else(|_| "0.05,0.02".into())
-        .split(',')
-        .map(|s| s.trim().parse().expect("EIKOLOC_MODEL_ERROR: numbers"))
-        .collect();
+    let me: Option<Vec<f64>> = std::env::var("EIKOLOC_MODEL_ERROR").ok().map(|v| {
+        v.split(',')
+            .map(|s| s.trim().parse().expect("EIKOLOC_MODEL_ERROR: numbers"))
+            .collect()
+    });
     let config = LocateConfig {
-        model_error_floor_s: me[0],
-        model_error_fraction: me[1],
-        model_error_correlation_km: me.get(2).copied().unwrap_or(0.0),
+        model_error_floor_s: me.as_ref().map_or(defaults.model_error_floor_s, |m| m[0]),
+        model_error_fraction: me.as_ref().map_or(defaults.model_error_fraction, |m| m[1]),
+        model_error_correlation_km: me
+            .as_ref()
+            .map_or(defaults.model_error_correlation_km, |m| {
+                m.get(2).copied().unwrap_or(0.0)
+            }),
         model_error_ps_correlation: me
-            .get(3)
-            .copied()
+            .as_ref()
+            .and_then(|m| m.get(3).copied())
             .unwrap_or(defaults.model_error_ps_correlation),
+        model_error_correlation_deg: me
+            .as_ref()
+            .map_or(defaults.model_error_correlation_deg, |m| {
+                m.get(4).copied().unwrap_or(0.0)
+            }),
         n_particles: env_usize("EIKOLOC_PARTICLES").unwrap_or(defaults.n_particles),
         mh_steps: env_usize("EIKOLOC_MH_STEPS").unwrap_or(defaults.mh_steps),
         ..defaults
     };
     println!(
         "locator: {:?}/{:?}, {} particles, {} Metropolis steps, model error max({} s, {} T) \
-         correlated over {} km (P-S {}); terms: {iterations} rounds",
+         correlated over {} km / {} deg (P-S {}); terms: {iterations} rounds",
         config.likelihood,
         config.origin_time,
         config.n_particles,
@@ -150,10 +198,11 @@ fn main() {
         config.model_error_floor_s,
         config.model_error_fraction,
         config.model_error_correlation_km,
+        config.model_error_correlation_deg,
         config.model_error_ps_correlation
     );
     println!(
-        "{:<18} {:<10} {:>6} {:>7} {:>7} {:>7} {:>7}  reference: n, median dH km / median dZ km / signed median dZ km",
+        "{:<18} {:<10} {:>6} {:>7} {:>7} {:>7} {:>7}  reference: n, median dH km / median dZ km / signed median dZ km, reference inside 68/95 % regions H cH68/cH95 Z cZ68/cZ95",
         "set", "terms", "events", "located", "rms_s", "h95_km", "z95_km"
     );
     for (cfg, dir, references) in sets {
@@ -232,8 +281,23 @@ fn main() {
                 (*name, m)
             })
             .collect();
-        // (h95, z95, MAP lat, lon, depth) of every call per event, so that each pass of a
-        // run can be reported
+        // each event's reference hypocentres in local km, one per reference catalogue
+        let refs_local: Vec<Vec<Option<[f64; 3]>>> = ids
+            .iter()
+            .map(|id| {
+                refs.iter()
+                    .map(|(_, r)| {
+                        r.get(id).and_then(|&(lat, lon, z)| {
+                            let g = GeoPoint::new(lat, lon).ok()?;
+                            let (x, y) = rc.frame.to_local(g);
+                            Some([x, y, z])
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        // (h95, z95, MAP lat, lon, depth, reference coverage) of every call per event, so
+        // that each pass of a run can be reported
         let extras: Vec<CallExtras> = (0..events.len()).map(|_| Mutex::new(Vec::new())).collect();
         let locate_these = |i: usize, picks: &[Pick], corr: &EventCorrections| {
             let ev = &events[i];
@@ -261,16 +325,29 @@ fn main() {
                     }
                     let gm = rc.frame.to_geo(md[0], md[1]);
                     (
-                        (
-                            s.origin.uncertainty.horizontal_95.major_km,
-                            s.origin.uncertainty.depth_95_km,
-                            [g.lat_deg, g.lon_deg, post.map_km[2]],
-                            [gm.lat_deg, gm.lon_deg, md[2]],
-                        ),
+                        Call {
+                            h95_km: s.origin.uncertainty.horizontal_95.major_km,
+                            z95_km: s.origin.uncertainty.depth_95_km,
+                            map: [g.lat_deg, g.lon_deg, post.map_km[2]],
+                            median: [gm.lat_deg, gm.lon_deg, md[2]],
+                            inside: refs_local[i]
+                                .iter()
+                                .map(|r| r.map(|r| inside_regions(post, r)))
+                                .collect(),
+                        },
                         Some(LocatedEvent::from_origin(&ev.event_id, &s.origin, &c)),
                     )
                 }
-                Err(_) => ((f64::NAN, f64::NAN, [f64::NAN; 3], [f64::NAN; 3]), None),
+                Err(_) => (
+                    Call {
+                        h95_km: f64::NAN,
+                        z95_km: f64::NAN,
+                        map: [f64::NAN; 3],
+                        median: [f64::NAN; 3],
+                        inside: Vec::new(),
+                    },
+                    None,
+                ),
             };
             if let Ok(mut v) = extras[i].lock() {
                 v.push(hz);
@@ -284,11 +361,11 @@ fn main() {
                     .enumerate()
                     .map(|(i, e)| {
                         e.as_ref().map(|e| {
-                            let (h95, z95, m, md) = extras[i]
-                                .lock()
-                                .ok()
-                                .and_then(|v| v.get(pass).copied())
-                                .unwrap_or((f64::NAN, f64::NAN, [f64::NAN; 3], [f64::NAN; 3]));
+                            let call = extras[i].lock().ok().and_then(|v| v.get(pass).cloned());
+                            let (h95, z95, m, md, inside) = call.map_or(
+                                (f64::NAN, f64::NAN, [f64::NAN; 3], [f64::NAN; 3], Vec::new()),
+                                |c| (c.h95_km, c.z95_km, c.map, c.median, c.inside),
+                            );
                             let n = e.arrivals.len().max(1) as f64;
                             let rms = (e
                                 .arrivals
@@ -309,6 +386,7 @@ fn main() {
                                 rms_s: rms,
                                 h95_km: h95,
                                 z95_km: z95,
+                                inside,
                             }
                         })
                     })
@@ -331,8 +409,18 @@ fn main() {
                 med(&mut h95),
                 med(&mut z95)
             );
-            for (name, r) in &refs {
+            for (k, (name, r)) in refs.iter().enumerate() {
                 let (mut dh, mut dz, mut sz) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut cov, mut nc) = ([0usize; 4], 0usize);
+                for l in located.iter().flatten() {
+                    if let Some(Some(b)) = l.inside.get(k) {
+                        nc += 1;
+                        for j in 0..4 {
+                            cov[j] += usize::from(b[j]);
+                        }
+                    }
+                }
+                let f = |j: usize| cov[j] as f64 / nc.max(1) as f64;
                 for (id, l) in ids.iter().zip(located) {
                     let (Some(l), Some(&(lat, lon, z))) = (l, r.get(id)) else {
                         continue;
@@ -352,11 +440,15 @@ fn main() {
                     sz.push(l.depth_km - z);
                 }
                 line += &format!(
-                    " {name}: {}, {:.3} / {:.3} / {:+.3}",
+                    " {name}: {}, {:.3} / {:.3} / {:+.3}, cH {:.2}/{:.2} cZ {:.2}/{:.2}",
                     dh.len(),
                     med(&mut dh),
                     med(&mut dz),
-                    med(&mut sz)
+                    med(&mut sz),
+                    f(0),
+                    f(1),
+                    f(2),
+                    f(3)
                 );
             }
             println!("{line}  ({secs:.0} s)");

@@ -9,9 +9,15 @@
 //! EIKOLOC_ME_ONLY (comma-separated prefixes of the treatment names), EIKOLOC_ME_SPACING (truth grid, km),
 //! EIKOLOC_ME_LATERAL (largest lateral change, fraction), EIKOLOC_ME_DELAY (P delay sigma, s),
 //! EIKOLOC_ME_SEED (event seed), EIKOLOC_ME_ROUNDS (estimate-and-relocate rounds, 2),
-//! EIKOLOC_ME_DIP / EIKOLOC_ME_OFFSET (truth interfaces), EIKOLOC_ME_CORR (correlation lengths
-//! to try, km, 20), EIKOLOC_ME_FLOOR / EIKOLOC_ME_FRACTION / EIKOLOC_ME_PS (the correlated
-//! treatments' term, 0.05 s / 0.03 / P-S correlation 1).
+//! EIKOLOC_ME_DIP / EIKOLOC_ME_OFFSET (truth interfaces), EIKOLOC_ME_CORR (station-distance
+//! correlation lengths to try, km, `0,20`), EIKOLOC_ME_ANGLE (ray-direction correlation angles
+//! to try, degrees, `0,30`; every pair but 0,0 is a treatment), EIKOLOC_ME_FLOOR /
+//! EIKOLOC_ME_FRACTION / EIKOLOC_ME_PS (the correlated treatments' term, 0.05 s / 0.03 (a
+//! comma list is a grid) / P-S correlation 1), EIKOLOC_ME_CONSISTENT=1 (picks made
+//! in the 1-D model itself, no perturbation, no station delays: how much each term
+//! over-covers when the model is right), EIKOLOC_ME_DIAG=1 (per treatment, the distribution
+//! of the truth's normalised error: where in its own region the truth falls, and coverage by
+//! depth, distance from the network centre and pick count).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use eikoloc::locate::model_error::{
     fit_model_error, fit_model_error_scale, posterior_scale_moments, ResidualSample,
 };
 use eikoloc::locate::{LocateConfig, NoiseScale, RadialTableModel, SearchBox, TableGrid};
-use eikoloc::synth::{ModelErrorScenario, NoiseKind, SynthConfig};
+use eikoloc::synth::{generate, ModelErrorScenario, NoiseKind, SynthConfig, SynthEvent};
 use eikoloc::traveltime::{LayeredExact, TraveltimeModel};
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -51,6 +57,164 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Where the truth falls in each event's own region: the fraction of the event's particles
+/// nearer the mean than the truth (horizontal Mahalanobis distance under the particle
+/// covariance; depth offset), which is uniform on [0, 1] for calibrated regions; a 68 %
+/// coverage short of 68 % with the 95 % right means mass in the 0.68-0.95 deciles.
+/// (true depth km, epicentral distance from the network centre km, picks, truth inside h68,
+/// h95, z68, z95).
+type DiagRow = (f64, f64, usize, [bool; 4]);
+
+fn diagnose(events: &[SynthEvent], located: &[LocatedSynth]) {
+    let mut u = [Vec::new(), Vec::new()];
+    let mut rows: Vec<DiagRow> = Vec::new();
+    let mut zn = Vec::new();
+    let mut hn = Vec::new();
+    // signed errors truth - mean, km, and the rank of the truth with the events' median
+    // error removed (an oracle: what a bias common to all events costs)
+    let mut err: Vec<[f64; 3]> = Vec::new();
+    for (ev, l) in events.iter().zip(located) {
+        let Some((post, obs, _)) = l else { continue };
+        let (m, c, t) = (post.mean_km, post.cov_km2, ev.truth_km);
+        let det = c[0][0] * c[1][1] - c[0][1] * c[1][0];
+        let d2 = |x: &[f64]| {
+            let (dx, dy) = (x[0] - m[0], x[1] - m[1]);
+            (c[1][1] * dx * dx - 2.0 * c[0][1] * dx * dy + c[0][0] * dy * dy) / det
+        };
+        let sz = c[2][2].sqrt();
+        let dt = d2(&t);
+        let np = post.particles.len() as f64;
+        u[0].push(post.particles.iter().filter(|p| d2(&p[..]) < dt).count() as f64 / np);
+        u[1].push(
+            post.particles
+                .iter()
+                .filter(|p| (p[2] - m[2]).abs() < (t[2] - m[2]).abs())
+                .count() as f64
+                / np,
+        );
+        zn.push((t[2] - m[2]) / sz);
+        err.push([t[0] - m[0], t[1] - m[1], t[2] - m[2]]);
+        hn.push(dt.sqrt());
+        let q = post.h2_quantiles;
+        let qz = post.z_quantiles;
+        rows.push((
+            t[2],
+            t[0].hypot(t[1]),
+            obs.len(),
+            [
+                dt <= q[0],
+                dt <= q[1],
+                (t[2] - m[2]).abs() <= qz[0] * sz,
+                (t[2] - m[2]).abs() <= qz[1] * sz,
+            ],
+        ));
+    }
+    for (k, name) in ["H", "Z"].iter().enumerate() {
+        let n = u[k].len() as f64;
+        let hist: Vec<String> = (0..10)
+            .map(|d| {
+                let lo = d as f64 / 10.0;
+                let c = u[k]
+                    .iter()
+                    .filter(|&&x| x >= lo && (x < lo + 0.1 || d == 9))
+                    .count();
+                format!("{:.2}", c as f64 / n)
+            })
+            .collect();
+        println!(
+            "    truth's rank in its region, {name}, deciles (0.10 each if calibrated): {}",
+            hist.join(" ")
+        );
+    }
+    let mut zs = zn.clone();
+    let mut hs = hn.clone();
+    println!(
+        "    normalised error: H Mahalanobis p50 {:.2} p68 {:.2} p95 {:.2} (Gaussian 1.18 / 1.51 / 2.45); \
+         Z (truth - mean) / sigma mean {:+.2}, |.| p50 {:.2} p68 {:.2} p95 {:.2} (Gaussian 0.67 / 1.00 / 1.96)",
+        pct(&mut hs, 0.5),
+        pct(&mut hs, 0.68),
+        pct(&mut hs, 0.95),
+        zs.iter().sum::<f64>() / zs.len() as f64,
+        {
+            let mut a: Vec<f64> = zs.iter().map(|x| x.abs()).collect();
+            pct(&mut a, 0.5)
+        },
+        {
+            let mut a: Vec<f64> = zs.iter().map(|x| x.abs()).collect();
+            pct(&mut a, 0.68)
+        },
+        {
+            let mut a: Vec<f64> = zs.iter_mut().map(|x| x.abs()).collect();
+            pct(&mut a, 0.95)
+        },
+    );
+    let med3: Vec<f64> = (0..3)
+        .map(|k| {
+            let mut v: Vec<f64> = err.iter().map(|e| e[k]).collect();
+            pct(&mut v, 0.5)
+        })
+        .collect();
+    let (mut bh, mut bz, mut nb) = ([0usize; 2], [0usize; 2], 0usize);
+    for ((ev, l), _) in events.iter().zip(located).zip(0..) {
+        let Some((post, _, _)) = l else { continue };
+        let (m, c) = (post.mean_km, post.cov_km2);
+        let t = [
+            ev.truth_km[0] - med3[0],
+            ev.truth_km[1] - med3[1],
+            ev.truth_km[2] - med3[2],
+        ];
+        let det = c[0][0] * c[1][1] - c[0][1] * c[1][0];
+        let (dx, dy) = (t[0] - m[0], t[1] - m[1]);
+        let d2 = (c[1][1] * dx * dx - 2.0 * c[0][1] * dx * dy + c[0][0] * dy * dy) / det;
+        let dz = (t[2] - m[2]).abs() / c[2][2].sqrt();
+        nb += 1;
+        for k in 0..2 {
+            bh[k] += usize::from(d2 <= post.h2_quantiles[k]);
+            bz[k] += usize::from(dz <= post.z_quantiles[k]);
+        }
+    }
+    let nb = nb.max(1) as f64;
+    println!(
+        "    median error (truth - mean) x {:+.3} y {:+.3} z {:+.3} km; with it removed (oracle): h68 {:.2} h95 {:.2} z68 {:.2} z95 {:.2}",
+        med3[0],
+        med3[1],
+        med3[2],
+        bh[0] as f64 / nb,
+        bh[1] as f64 / nb,
+        bz[0] as f64 / nb,
+        bz[1] as f64 / nb
+    );
+    let split = |label: &str, key: &dyn Fn(&DiagRow) -> f64, edges: &[f64]| {
+        let mut parts = Vec::new();
+        for w in edges.windows(2) {
+            let sel: Vec<_> = rows
+                .iter()
+                .filter(|r| key(r) >= w[0] && key(r) < w[1])
+                .collect();
+            let n = sel.len().max(1) as f64;
+            let f = |k: usize| sel.iter().filter(|r| r.3[k]).count() as f64 / n;
+            parts.push(format!(
+                "[{}, {}): n {} {:.2}/{:.2} {:.2}/{:.2}",
+                w[0],
+                w[1],
+                sel.len(),
+                f(0),
+                f(1),
+                f(2),
+                f(3)
+            ));
+        }
+        println!("    by {label} (h68/h95 z68/z95): {}", parts.join("; "));
+    };
+    split("depth km", &|r| r.0, &[0.0, 5.0, 10.0, 100.0]);
+    split(
+        "distance from centre km",
+        &|r| r.1,
+        &[0.0, 10.0, 20.0, 100.0],
+    );
+    split("picks", &|r| r.2 as f64, &[0.0, 20.0, 30.0, 1000.0]);
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let rc = ResolvedStationConfig::load(&root.join("station-configs/ridgecrest"))
@@ -75,7 +239,7 @@ fn main() {
         scenario.perturbation.fault_offset_km = d;
     }
     let corr: Vec<f64> = std::env::var("EIKOLOC_ME_CORR")
-        .unwrap_or_else(|_| "20".into())
+        .unwrap_or_else(|_| "0,20".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -94,14 +258,21 @@ fn main() {
         ..Default::default()
     };
     let t = Instant::now();
-    let events = scenario
-        .generate(&rc.velocity, &stations, &synth)
-        .expect("scenario");
+    let consistent = env::<u8>("EIKOLOC_ME_CONSISTENT").unwrap_or(0) == 1;
+    let diag = env::<u8>("EIKOLOC_ME_DIAG").unwrap_or(0) == 1;
+    let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(rc.velocity.clone()));
+    let events = if consistent {
+        // the locator's own 1-D model (exact solver) makes the picks: no model error at all
+        generate(&*exact, &stations, &synth).expect("synth")
+    } else {
+        scenario
+            .generate(&rc.velocity, &stations, &synth)
+            .expect("scenario")
+    };
     let t_truth = t.elapsed().as_secs_f64();
 
     let bbox = SearchBox::for_station_config(&rc);
     let receivers = rc.receivers();
-    let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(rc.velocity.clone()));
     let grid = TableGrid {
         r_max_km: rc.max_source_receiver_distance_km().min(400.0),
         dr_km: 0.5,
@@ -126,8 +297,11 @@ fn main() {
         }
     }
     let npicks: f64 = events.iter().map(|e| e.picks.len() as f64).sum::<f64>() / n as f64;
+    if consistent {
+        println!("model-consistent picks (EIKOLOC_ME_CONSISTENT=1): truth = the 1-D model, no station delays");
+    }
     println!(
-        "{n} events, {npicks:.1} picks per event, Laplace pick noise 0.05 s P / 0.10 s S; truth: \
+        "{n} events, {npicks:.1} picks per event, Laplace pick noise 0.05 s P / 0.10 s S; scenario: \
          lateral {:.0} %, dip {} deg, fault offset {} km, P delays sigma {} s, grid {} km ({t_truth:.1} s)",
         100.0 * scenario.perturbation.lateral_fraction,
         scenario.perturbation.dip_deg,
@@ -150,15 +324,19 @@ fn main() {
     let fixed = LocateConfig {
         model_error_floor_s: 0.05,
         model_error_fraction: 0.02,
-        ..LocateConfig::default()
+        ..LocateConfig::known_noise()
     };
     // the correlated treatments' LOCGAU2 term and P-S correlation
     let corr_base = LocateConfig {
         model_error_floor_s: env("EIKOLOC_ME_FLOOR").unwrap_or(0.05),
-        model_error_fraction: env("EIKOLOC_ME_FRACTION").unwrap_or(0.03),
         model_error_ps_correlation: env("EIKOLOC_ME_PS").unwrap_or(1.0),
         ..fixed.clone()
     };
+    let fractions: Vec<f64> = std::env::var("EIKOLOC_ME_FRACTION")
+        .unwrap_or_else(|_| "0.03".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     // scale of the configured (correlated) model error from the residuals, accounting for what
     // location absorbs
     let fit_scale = |located: &[LocatedSynth], cfg: &LocateConfig| -> Option<f64> {
@@ -206,6 +384,9 @@ fn main() {
             cfg.model_error_ps_correlation,
             lambdas.iter().map(|l| (l * 1000.0).round() / 1000.0).collect::<Vec<_>>()
         );
+        if diag {
+            diagnose(&events, &located);
+        }
     };
     let run = |name: &str, cfg: &LocateConfig, estimate: bool| {
         if only
@@ -241,16 +422,35 @@ fn main() {
             cfg.model_error_floor_s,
             cfg.model_error_fraction,
             if cfg.noise_scale == NoiseScale::Event { ", event scale" } else { "" },
-            if cfg.model_error_correlation_km > 0.0 {
-                format!(", correlated over {} km", cfg.model_error_correlation_km)
+            if cfg.model_error_correlation_km > 0.0 || cfg.model_error_correlation_deg > 0.0 {
+                format!(
+                    ", correlated over {} km, {} deg",
+                    cfg.model_error_correlation_km, cfg.model_error_correlation_deg
+                )
             } else {
                 String::new()
             },
             if r.failed > 0 { format!(" ({} failed)", r.failed) } else { String::new() }
         );
+        if diag {
+            println!(
+                "    Gaussian (chi-square scaled covariance) regions: h68 {:.3} h95 {:.3} z68 {:.3} z95 {:.3}",
+                r.gaussian[0], r.gaussian[1], r.gaussian[2], r.gaussian[3]
+            );
+            diagnose(&events, &located);
+        }
     };
-    run("none (pick sigma only)", &LocateConfig::default(), false);
-    run("fixed max(0.05 s, 0.02 T) (before)", &fixed, false);
+    run(
+        "none (pick sigma only)",
+        &LocateConfig::known_noise(),
+        false,
+    );
+    run("fixed max(0.05 s, 0.02 T) (old default)", &fixed, false);
+    run(
+        "default (LocateConfig::default())",
+        &LocateConfig::default(),
+        false,
+    );
     run(
         "event scale, max(0.05 s, 0.02 T)",
         &LocateConfig {
@@ -268,9 +468,37 @@ fn main() {
         },
         true,
     );
+    let angles: Vec<f64> = std::env::var("EIKOLOC_ME_ANGLE")
+        .unwrap_or_else(|_| "0,30".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let mut grid = Vec::new();
     for &l in &corr {
+        for &f in &fractions {
+            for &a in &angles {
+                grid.push((l, f, a));
+            }
+        }
+    }
+    for (l, fraction, angle) in grid {
+        if l <= 0.0 && angle <= 0.0 {
+            continue;
+        }
+        let corr_base = LocateConfig {
+            model_error_fraction: fraction,
+            model_error_correlation_deg: angle,
+            ..corr_base.clone()
+        };
+        let mut fl = String::new();
+        if angles.len() > 1 || angle > 0.0 {
+            fl += &format!(" A={angle} deg");
+        }
+        if fractions.len() > 1 {
+            fl += &format!(" f={fraction}");
+        }
         run_scaled(
-            &format!("scale-fitted + correlated L={l} km"),
+            &format!("scale-fitted + correlated L={l} km{fl}"),
             &LocateConfig {
                 model_error_correlation_km: l,
                 ..corr_base.clone()
@@ -280,10 +508,10 @@ fn main() {
             model_error_correlation_km: l,
             ..corr_base.clone()
         };
-        run(&format!("correlated L={l} km"), &c, false);
-        run(&format!("estimated + correlated L={l} km"), &c, true);
+        run(&format!("correlated L={l} km{fl}"), &c, false);
+        run(&format!("estimated + correlated L={l} km{fl}"), &c, true);
         run(
-            &format!("estimated + correlated L={l} km + event scale"),
+            &format!("estimated + correlated L={l} km{fl} + event scale"),
             &LocateConfig {
                 noise_scale: NoiseScale::Event,
                 ..c.clone()

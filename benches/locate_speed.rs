@@ -3,7 +3,9 @@
 //! time and on-CPU time (from /proc/thread-self/schedstat, immune to other load on the
 //! machine), one event at a time, and the 2-thread throughput (rayon over events).
 //! Run: `cargo bench --bench locate_speed` (EIKOLOC_SPEED_EVENTS sets the event count;
-//! EIKOLOC_SPEED_MODELS, a comma list such as `table(analytic),table(exact-1d)`, picks models).
+//! EIKOLOC_SPEED_MODELS, a comma list such as `table(analytic),table(exact-1d)`, picks models;
+//! EIKOLOC_SPEED_OLD_MODEL_ERROR=1 times the old default term, independent max(0.05 s, 0.02 T)
+//! without the correlated widening, for comparison).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -103,7 +105,16 @@ fn main() {
         let keep: Vec<&str> = keep.split(',').map(str::trim).collect();
         models.retain(|(name, _)| keep.contains(&name.as_str()));
     }
-    let config = LocateConfig::default();
+    let config = if std::env::var("EIKOLOC_SPEED_OLD_MODEL_ERROR").as_deref() == Ok("1") {
+        println!("old default model-error term: independent max(0.05 s, 0.02 T)");
+        LocateConfig {
+            model_error_floor_s: 0.05,
+            model_error_fraction: 0.02,
+            ..LocateConfig::known_noise()
+        }
+    } else {
+        LocateConfig::default()
+    };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "{n} events, 30 picks each, {} particles, {} Metropolis steps; load average {}",

@@ -489,7 +489,9 @@ z_max_km = 30.0
     #[test]
     fn locator_distance_weighting_is_read_and_checked() {
         let with = |table: &str| format!("{CONFIG}[locator]\ndistance_weighting = {table}\n");
-        let d = region(&with("{ min_stations = 6, full_km = 25.0, zero_factor = 2.0 }"));
+        let d = region(&with(
+            "{ min_stations = 6, full_km = 25.0, zero_factor = 2.0 }",
+        ));
         let r = ResolvedStationConfig::load(d.path()).unwrap();
         let dw = r.locator.distance_weighting.unwrap();
         assert_eq!(
@@ -501,12 +503,16 @@ z_max_km = 30.0
             .locator
             .distance_weighting
             .is_none());
-        let e = load_err(&with("{ min_stations = 2, full_km = 25.0, zero_factor = 2.0 }"));
+        let e = load_err(&with(
+            "{ min_stations = 2, full_km = 25.0, zero_factor = 2.0 }",
+        ));
         assert!(
             e.contains("locator.distance_weighting") && e.contains("min_stations"),
             "{e}"
         );
-        let e = load_err(&with("{ min_stations = 6, full_km = 25.0, zero_fator = 2.0 }"));
+        let e = load_err(&with(
+            "{ min_stations = 6, full_km = 25.0, zero_fator = 2.0 }",
+        ));
         assert!(e.contains("zero_fator"), "{e}");
     }
 

@@ -1,8 +1,9 @@
 //! Honesty under model error (issue 4): events made in a 3-D truth (the Ridgecrest 1-D model
 //! with dipping, fault-offset interfaces, lateral velocity changes and station delays, solved
-//! by the 3-D eikonal grid solver) and located with the 1-D model. With the correlated
-//! model-error term the reported regions must hold the truth about as often as they claim;
-//! with the old fixed independent term they do not.
+//! by the 3-D eikonal grid solver) and located with the 1-D model. With the default
+//! model-error term (correlated between rays that leave the source in similar directions) the
+//! reported regions must hold the truth about as often as they claim; with the old fixed
+//! independent term they do not.
 //!
 //! A small, seeded version of `cargo bench --bench locate_model_error` (2 km truth grid,
 //! 100 events) so it runs in well under a minute in release.
@@ -56,7 +57,7 @@ fn correlated_model_error_term_covers_the_truth_at_its_stated_rate() {
     let base = LocateConfig {
         model_error_floor_s: 0.05,
         model_error_fraction: 0.02,
-        ..LocateConfig::default()
+        ..LocateConfig::known_noise()
     };
     // before: the fixed independent term
     let before = coverage_of(
@@ -71,13 +72,9 @@ fn correlated_model_error_term_covers_the_truth_at_its_stated_rate() {
     };
     eprintln!("fixed independent term: {}", show(&before));
 
-    // after: the correlated term, max(0.05 s, 0.03 T) correlated over 20 km, P and S alike
-    let cfg = LocateConfig {
-        model_error_fraction: 0.03,
-        model_error_correlation_km: 20.0,
-        model_error_ps_correlation: 1.0,
-        ..base.clone()
-    };
+    // after: the default term, max(0.05 s, 0.03 T) correlated between rays that leave the
+    // source within about 30 degrees of each other, P and S alike
+    let cfg = LocateConfig::default();
     let located = locate_all(&model, &stations, &events, &bbox, &cfg, [0.05, 0.10]);
     let after = coverage_of(&events, &located);
     eprintln!("correlated: {}", show(&after));
@@ -90,13 +87,14 @@ fn correlated_model_error_term_covers_the_truth_at_its_stated_rate() {
     assert_eq!(after.failed, 0);
     // Bands: 100 events give a binomial standard deviation of 0.022 at 95 % and 0.047 at
     // 68 %. The 95 % regions must hold the truth within 2.5 of those of the claim (0.89-1.0).
-    // The 68 % regions still under-cover (0.52-0.57 measured on 120-300 events, README): part
-    // of the error is a bias shared by neighbouring events (the dipping, offset interfaces),
-    // which a per-event posterior can only cover by being wide. Their band, 0.42-0.80, is
-    // 2.5 sigma around that measured level up to the claim, and far above the old term's.
+    // The 68 % horizontal regions still under-cover (0.60 measured on 300 events, README;
+    // 0.55 on this seed): most of the remaining error is a bias shared by all events (the
+    // dipping, offset interfaces), which a per-event posterior cannot know the direction of.
+    // Their band, 0.48-0.80, is 2.5 sigma around that measured level up to the claim, above
+    // the station-distance kernel's 0.45-0.50 and far above the old term's.
     for (name, v, lo, hi) in [
-        ("h68", after.h68, 0.42, 0.80),
-        ("z68", after.z68, 0.42, 0.80),
+        ("h68", after.h68, 0.48, 0.80),
+        ("z68", after.z68, 0.48, 0.80),
         ("h95", after.h95, 0.89, 1.0),
         ("z95", after.z95, 0.89, 1.0),
     ] {

@@ -84,7 +84,8 @@ fn perfect_and_picked_medians(
         .collect();
 
     let bbox = SearchBox::for_station_config(cfg);
-    let lconf = LocateConfig::default();
+    // waveforms made in the locator's own model: no model-error term
+    let lconf = LocateConfig::known_noise();
     let position = |net: &str, sta: &str| {
         cfg.inventory
             .position(net, sta)

@@ -113,10 +113,10 @@ pub struct Args {
     #[arg(long, default_value_t = LocateConfig::default().mh_steps)]
     pub mh_steps: usize,
     /// Model-error floor, s (one sigma).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = LocateConfig::default().model_error_floor_s)]
     pub model_error_floor: f64,
     /// Model error as a fraction of the traveltime (one sigma).
-    #[arg(long, default_value_t = 0.02)]
+    #[arg(long, default_value_t = LocateConfig::default().model_error_fraction)]
     pub model_error_fraction: f64,
     /// Model-error ceiling, s (one sigma).
     #[arg(long, default_value_t = LocateConfig::default().model_error_max_s)]
@@ -125,10 +125,16 @@ pub struct Args {
     #[arg(long, default_value = "quadrature")]
     pub model_error_combine: SigmaCombine,
     /// Correlation length of the model error between stations, km (like NonLinLoc LOCGAU's
-    /// CorrLen); 0 treats it as independent per pick. Correlated error moves events
-    /// coherently; the posterior is widened by that shift (see the README's Locator section).
-    #[arg(long, default_value_t = 0.0)]
+    /// CorrLen); 0 turns this kernel off (with no correlation angle either, the model error
+    /// is independent per pick). Correlated error moves events coherently; the posterior is
+    /// widened by that shift (README, "Honesty under model error").
+    #[arg(long, default_value_t = LocateConfig::default().model_error_correlation_km)]
     pub model_error_correlation: f64,
+    /// Correlation angle of the model error between rays, degrees: picks whose rays leave
+    /// the source theta degrees apart correlate by exp(-theta^2 / (2 A^2)); 0 turns it off
+    /// (with both this and a correlation length, the two kernels are averaged).
+    #[arg(long, default_value_t = LocateConfig::default().model_error_correlation_deg)]
+    pub model_error_correlation_angle: f64,
     /// Correlation of the P and S model errors at one station, 0..1.
     #[arg(long, default_value_t = LocateConfig::default().model_error_ps_correlation)]
     pub model_error_ps_correlation: f64,
@@ -481,6 +487,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         model_error_max_s: a.model_error_max,
         model_error_combine: a.model_error_combine,
         model_error_correlation_km: a.model_error_correlation,
+        model_error_correlation_deg: a.model_error_correlation_angle,
         model_error_ps_correlation: a.model_error_ps_correlation,
         noise_scale: a.noise_scale,
         distance_weighting: s.locator.distance_weighting,

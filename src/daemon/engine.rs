@@ -131,8 +131,6 @@ pub fn build_with_terms(
             .map_err(|e| format!("traveltime table: {e}"))?,
     );
     let config = LocateConfig {
-        model_error_floor_s: 0.05,
-        model_error_fraction: 0.02,
         distance_weighting: station.locator.distance_weighting,
         ..LocateConfig::default()
     };

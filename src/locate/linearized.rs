@@ -161,7 +161,8 @@ mod tests {
             z_min_km: 0.0,
             z_max_km: 30.0,
         };
-        let config = LocateConfig::default();
+        // exact picks with known noise: no model-error term
+        let config = LocateConfig::known_noise();
         let p = linearized(&model, &obs, &bbox, &config).unwrap();
         for k in 0..3 {
             assert!((p.mean_km[k] - src[k]).abs() < 0.01, "{:?}", p.mean_km);

@@ -14,7 +14,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::likelihood::HUBER_K;
-use super::svgd::{mean_cov, region_quantiles};
+use super::svgd::region_quantiles;
 use super::{model_error_sigma, LocateConfig, LocateError, Observation, Posterior, SearchBox};
 use crate::domain::LocalPoint;
 use crate::traveltime::{TimeAndGradient, TraveltimeModel};
@@ -128,6 +128,53 @@ pub fn fit_model_error(samples: &[ResidualSample]) -> Option<ModelErrorFit> {
     })
 }
 
+/// Correlation of the model errors of picks `i` and `j` (i != j): the station-distance kernel
+/// exp(-d^2 / (2 L^2)) (L: `model_error_correlation_km`; 0 = none) and, with
+/// `model_error_correlation_deg` > 0, the ray-direction kernel exp(-theta^2 / (2 Theta^2))
+/// (theta: the angle between the two rays where they leave the source, from the traveltime
+/// gradients, which point away from the ray), which describes error fields that change
+/// smoothly with the direction of the path from the source (a dipping interface, a regional
+/// velocity gradient): rays that leave together share their path. With both, their mean.
+/// Times the P-S correlation across phases.
+pub fn correlation(
+    config: &LocateConfig,
+    obs: &[Observation],
+    tg: &[TimeAndGradient],
+    i: usize,
+    j: usize,
+) -> f64 {
+    let mut kernels = 0;
+    let mut rho = 0.0;
+    let l = config.model_error_correlation_km;
+    if l > 0.0 {
+        let (pi, pj) = (obs[i].receiver.position, obs[j].receiver.position);
+        let d2 = (pi.x_km - pj.x_km).powi(2) + (pi.y_km - pj.y_km).powi(2);
+        rho += (-0.5 * d2 / (l * l)).exp();
+        kernels += 1;
+    }
+    let a = config.model_error_correlation_deg;
+    if a > 0.0 {
+        let (gi, gj) = (tg[i].grad_s_per_km, tg[j].grad_s_per_km);
+        let norm = |g: [f64; 3]| (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+        let (ni, nj) = (norm(gi), norm(gj));
+        if ni > 0.0 && nj > 0.0 {
+            let cos =
+                ((gi[0] * gj[0] + gi[1] * gj[1] + gi[2] * gj[2]) / (ni * nj)).clamp(-1.0, 1.0);
+            let theta = cos.acos().to_degrees();
+            rho += (-0.5 * (theta / a).powi(2)).exp();
+        }
+        kernels += 1;
+    }
+    if kernels == 0 {
+        return 0.0;
+    }
+    rho /= kernels as f64;
+    if obs[i].receiver.phase != obs[j].receiver.phase {
+        rho *= config.model_error_ps_correlation.clamp(0.0, 1.0);
+    }
+    rho
+}
+
 /// Covariance of the hypocentre shift caused by the *correlated* part of the model error,
 /// km^2, linearised at `x_km`: with G the rows (dT_i/dx, dT_i/dy, dT_i/dz, 1), W the weights
 /// 1/sigma_i^2 (Huber-downweighted beyond HUBER_K sigma, as the robust fit treats outliers)
@@ -167,21 +214,13 @@ pub fn correlated_shift_covariance(
         .iter()
         .map(|t| model_error_sigma(config, t.t_s))
         .collect();
-    let l2 = config.model_error_correlation_km.powi(2);
-    let ps = config.model_error_ps_correlation.clamp(0.0, 1.0);
     let mut c = Matrix3::<f64>::zeros();
     for i in 0..n {
-        let pi = obs[i].receiver.position;
         for j in 0..n {
             if i == j {
                 continue;
             }
-            let pj = obs[j].receiver.position;
-            let d2 = (pi.x_km - pj.x_km).powi(2) + (pi.y_km - pj.y_km).powi(2);
-            let mut rho = (-0.5 * d2 / l2).exp();
-            if obs[i].receiver.phase != obs[j].receiver.phase {
-                rho *= ps;
-            }
+            let rho = correlation(config, obs, tg, i, j);
             if rho < 1e-6 {
                 continue;
             }
@@ -243,22 +282,11 @@ pub fn scale_moments(
         .iter()
         .map(|t| model_error_sigma(config, t.t_s))
         .collect();
-    let l2 = config.model_error_correlation_km.powi(2);
-    let ps = config.model_error_ps_correlation.clamp(0.0, 1.0);
     let c = nalgebra::DMatrix::from_fn(n, n, |i, j| {
         if i == j {
             return m[i] * m[i];
         }
-        if l2 <= 0.0 {
-            return 0.0;
-        }
-        let (pi, pj) = (obs[i].receiver.position, obs[j].receiver.position);
-        let d2 = (pi.x_km - pj.x_km).powi(2) + (pi.y_km - pj.y_km).powi(2);
-        let mut rho = (-0.5 * d2 / l2).exp();
-        if obs[i].receiver.phase != obs[j].receiver.phase {
-            rho *= ps;
-        }
-        m[i] * m[j] * rho
+        m[i] * m[j] * correlation(config, obs, tg, i, j)
     });
     let model_s2 = (&r * c * r.transpose()).trace();
     let d = nalgebra::DMatrix::from_diagonal(&nalgebra::DVector::from_fn(n, |i, _| {
@@ -311,7 +339,8 @@ pub fn fit_model_error_scale(moments: &[ScaleMoments]) -> Option<f64> {
 /// Widens a posterior for correlated model error: every particle moves by a draw of the
 /// shift [`correlated_shift_covariance`] describes at the posterior mean (antithetic pairs, so
 /// the mean stays), which is the posterior marginalised over that error to first order; then
-/// mean, covariance and region scales are recomputed. Particles stay inside the box.
+/// covariance and region scales are recomputed about the unchanged mean. Particles stay
+/// inside the box.
 pub fn widen_for_correlated_error(
     model: &dyn TraveltimeModel,
     obs: &[Observation],
@@ -355,9 +384,20 @@ pub fn widen_for_correlated_error(
         p[2] = x[2];
     }
     let xs: Vec<[f64; 3]> = post.particles.iter().map(|p| [p[0], p[1], p[2]]).collect();
-    let (mean, cov) = mean_cov(&xs);
+    // The shift is symmetric about the estimate, so the mean stays where the likelihood put
+    // it, and the spread is measured about it: draws clamped at the box (a shallow event with
+    // a wide depth widening) would otherwise drag the cloud's own mean off by kilometres.
+    let mean = post.mean_km;
+    let mut cov = [[0.0; 3]; 3];
+    let dof = (xs.len() as f64 - 1.0).max(1.0);
+    for x in &xs {
+        for i in 0..3 {
+            for j in 0..3 {
+                cov[i][j] += (x[i] - mean[i]) * (x[j] - mean[j]) / dof;
+            }
+        }
+    }
     let (h2, z) = region_quantiles(&xs, &mean, &cov);
-    post.mean_km = mean;
     post.cov_km2 = cov;
     post.h2_quantiles = h2;
     post.z_quantiles = z;
@@ -476,6 +516,69 @@ mod tests {
         }
         let lambda = fit_model_error_scale(&moments).unwrap();
         assert!((lambda - truth).abs() < 0.15, "{lambda}");
+    }
+
+    /// The ray-direction kernel follows the angle between the rays at the source (from the
+    /// gradients, which point away from the ray): same direction 1, 30 degrees exp(-1/2) at a
+    /// 30-degree correlation angle, opposite rays none; across phases times the P-S
+    /// correlation; with a station-distance kernel too, the mean of the two.
+    #[test]
+    fn ray_direction_correlation_follows_the_angle_between_rays() {
+        use crate::domain::Phase;
+        use crate::traveltime::Receiver;
+        let config = LocateConfig {
+            model_error_correlation_km: 0.0,
+            model_error_correlation_deg: 30.0,
+            model_error_ps_correlation: 0.5,
+            ..LocateConfig::default()
+        };
+        let dir = |deg: f64| {
+            let a = deg.to_radians();
+            // slowness 1/6 s/km, pointing away from a station at azimuth `deg`
+            [-a.sin() / 6.0, -a.cos() / 6.0, 0.0]
+        };
+        let mk = |deg: f64, phase: Phase, x: f64| {
+            (
+                Observation {
+                    receiver: Receiver {
+                        phase,
+                        position: LocalPoint::new(x, 0.0, 0.0),
+                    },
+                    t_obs_s: 0.0,
+                    pick_sigma_s: 0.05,
+                },
+                TimeAndGradient {
+                    t_s: 5.0,
+                    grad_s_per_km: dir(deg),
+                },
+            )
+        };
+        let picks = [
+            mk(10.0, Phase::P, 0.0),
+            mk(10.0, Phase::P, 30.0),
+            mk(40.0, Phase::P, 60.0),
+            mk(190.0, Phase::P, 90.0),
+            mk(10.0, Phase::S, 120.0),
+        ];
+        let obs: Vec<Observation> = picks.iter().map(|p| p.0).collect();
+        let tg: Vec<TimeAndGradient> = picks.iter().map(|p| p.1).collect();
+        let rho = |c: &LocateConfig, i, j| correlation(c, &obs, &tg, i, j);
+        assert!((rho(&config, 0, 1) - 1.0).abs() < 1e-12);
+        assert!((rho(&config, 0, 2) - (-0.5f64).exp()).abs() < 1e-9);
+        // opposite rays, 180 degrees: exp(-18)
+        assert!((rho(&config, 0, 3) - (-18f64).exp()).abs() < 1e-15);
+        assert!((rho(&config, 0, 4) - 0.5).abs() < 1e-12);
+        // stations 30 km apart at L = 30 km: exp(-1/2); averaged with the ray kernel's 1
+        let both = LocateConfig {
+            model_error_correlation_km: 30.0,
+            ..config.clone()
+        };
+        assert!((rho(&both, 0, 1) - 0.5 * (1.0 + (-0.5f64).exp())).abs() < 1e-9);
+        let none = LocateConfig {
+            model_error_correlation_deg: 0.0,
+            ..config
+        };
+        assert_eq!(rho(&none, 0, 1), 0.0);
     }
 
     /// Residuals no larger than the pick noise give no model error; too few samples, none.
