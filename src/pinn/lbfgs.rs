@@ -113,6 +113,9 @@ pub fn loss_and_gradient(
     Ok((value, g))
 }
 
+/// Parameters, loss and gradient of one burn pass.
+type Evaluation = (Vec<f64>, f64, Vec<f64>);
+
 /// The loss on one fixed batch as an argmin problem, divided by `scale` (the loss at the
 /// start of the round) so that argmin's absolute tolerances see numbers near 1.
 struct FixedBatchLoss<'a> {
@@ -124,7 +127,7 @@ struct FixedBatchLoss<'a> {
     scale: f64,
     /// The line search asks for the cost and then the gradient at the same point, and L-BFGS
     /// asks for the gradient at the accepted point again: one burn pass answers all three.
-    cache: RefCell<Vec<(Vec<f64>, f64, Vec<f64>)>>,
+    cache: RefCell<Vec<Evaluation>>,
     evaluations: RefCell<usize>,
 }
 
@@ -190,6 +193,7 @@ pub struct RoundReport {
 /// Runs at most `iterations` L-BFGS iterations (history `memory`) on the fixed `batch` from
 /// the parameters `flat`; returns the best parameters seen and what the round did. A line
 /// search that fails (the loss is flat to f32 precision) ends the round early.
+#[allow(clippy::too_many_arguments)]
 pub fn lbfgs_round(
     widths: &[usize],
     flat: Vec<f64>,
