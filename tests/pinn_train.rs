@@ -7,9 +7,15 @@ use burn::module::Module;
 use burn::tensor::Device;
 use eikoloc::domain::{LocalPoint, Phase};
 use eikoloc::pinn::artifact::{load_nets, write_artifact};
+use eikoloc::pinn::data::{Batch, Sampler};
+use eikoloc::pinn::lbfgs::{flatten, lbfgs_round, loss_and_gradient, n_params, unflatten};
 use eikoloc::pinn::model::{tensor2, TauNet};
-use eikoloc::pinn::training::{default_settings, TrainConfig, TrainInputs, Trained};
-use eikoloc::traveltime::pinn::{Architecture, InputKind, ModelBounds, PhaseMode, VelocityInfo};
+use eikoloc::pinn::training::{
+    batch_at, default_settings, reference_velocities, TrainConfig, TrainInputs, Trained,
+};
+use eikoloc::traveltime::pinn::{
+    Architecture, Background, InputKind, InputScaling, ModelBounds, PhaseMode, VelocityInfo,
+};
 use eikoloc::traveltime::pinn_check::validate;
 use eikoloc::traveltime::{AnalyticModel, PinnModel, Receiver, TimeAndGradient, TraveltimeModel};
 use eikoloc::velocity::GradientModel;
@@ -377,4 +383,181 @@ fn small_model_meets_check_thresholds() {
             );
         }
     }
+}
+
+/// A fixed batch of `n` collocation points for one phase of the gradient oracle, with a
+/// straight-ray T0 so that the target tau is not constant.
+fn oracle_batch(cfg: &TrainConfig, phase: Phase, n: usize, seed: u64) -> Batch {
+    let (m, oracle) = gradient_oracle();
+    let vref = reference_velocities(&m, &cfg.bounds);
+    let sampler = Sampler {
+        inputs: cfg.architecture.inputs,
+        phase_mode: cfg.architecture.phase_mode,
+        bounds: cfg.bounds,
+        scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
+        background: AnalyticModel::new(Background::Straight.medium(vref).unwrap()),
+        interfaces_km: vec![],
+        frac_near_source: 0.2,
+        frac_near_interface: 0.0,
+        reference: &oracle,
+        velocity: &m,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    sampler.sample(&[phase], n, &mut rng).unwrap()
+}
+
+#[test]
+fn lbfgs_flatten_unflatten_round_trip_is_bit_exact() {
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let widths = [3, 24, 24, 1];
+    let net = TauNet::new(&widths, &device);
+    let flat = flatten(&net);
+    assert_eq!(flat.len(), n_params(&widths));
+    let back = unflatten(&widths, &flat, &device).unwrap();
+    let again = flatten(&back);
+    assert!(flat
+        .iter()
+        .zip(&again)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let (a, b) = (net.to_dense(), back.to_dense());
+    for (la, lb) in a.layers.iter().zip(&b.layers) {
+        assert!(la
+            .weight
+            .iter()
+            .zip(&lb.weight)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(la
+            .bias
+            .iter()
+            .zip(&lb.bias)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
+    let n = 257;
+    let x = inputs(n, 3, 8);
+    let ya = net
+        .forward(tensor2(x.clone(), n, 3, &device))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let yb = back
+        .forward(tensor2(x, n, 3, &device))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert!(ya.iter().zip(&yb).all(|(p, q)| p.to_bits() == q.to_bits()));
+    // a vector of the wrong length is an error, not a panic
+    assert!(unflatten(&widths, &flat[1..], &device).is_err());
+}
+
+/// The gradient fed to L-BFGS is the derivative of the loss it is fed: directional
+/// derivatives against central differences of the f32 loss (h = 1e-2 along unit directions;
+/// the loss is O(1) for an untrained net, so f32 noise adds ~1e-5 to each difference).
+#[test]
+fn lbfgs_gradient_matches_finite_differences() {
+    let cfg = small_config("fd", 10, vec![16, 16], PhaseMode::Separate);
+    let device = Device::flex().autodiff();
+    device.seed(7);
+    let widths = cfg.architecture.widths();
+    let batch = oracle_batch(&cfg, Phase::P, 512, 3);
+    let flat = flatten(&TauNet::new(&widths, &device));
+    let f = |p: &[f64]| {
+        loss_and_gradient(
+            &widths,
+            p,
+            &batch,
+            &cfg.architecture,
+            &cfg.settings,
+            &device,
+        )
+        .unwrap()
+    };
+    let (l0, g) = f(&flat);
+    assert!(l0.is_finite() && l0 > 0.0);
+    let gnorm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!(gnorm > 0.0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    // the gradient direction itself, random directions, and single weights of every layer
+    let mut dirs: Vec<Vec<f64>> = vec![g.iter().map(|v| v / gnorm).collect()];
+    for _ in 0..4 {
+        let d: Vec<f64> = (0..flat.len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let nd = d.iter().map(|v| v * v).sum::<f64>().sqrt();
+        dirs.push(d.into_iter().map(|v| v / nd).collect());
+    }
+    for i in [
+        0,
+        3 * 16 + 5,
+        3 * 16 + 16 + 100,
+        flat.len() - 17,
+        flat.len() - 1,
+    ] {
+        let mut d = vec![0.0; flat.len()];
+        d[i] = 1.0;
+        dirs.push(d);
+    }
+    let h = 1e-2;
+    for (k, d) in dirs.iter().enumerate() {
+        let shift = |s: f64| -> Vec<f64> { flat.iter().zip(d).map(|(p, v)| p + s * v).collect() };
+        let fd = (f(&shift(h)).0 - f(&shift(-h)).0) / (2.0 * h);
+        let an: f64 = g.iter().zip(d).map(|(a, b)| a * b).sum();
+        let err = (fd - an).abs();
+        assert!(
+            err <= 2e-3 * an.abs() + 1e-4 * gnorm,
+            "direction {k}: finite difference {fd}, gradient {an} (|g| {gnorm})"
+        );
+    }
+}
+
+/// L-BFGS on one fixed batch must lower that batch's loss well below where it started, the
+/// loss it reports must be the loss of the parameters it returns, and the loss on a fresh
+/// batch must drop too (it fits the function, not the points).
+#[test]
+fn lbfgs_round_lowers_the_loss_of_a_small_net() {
+    let cfg = small_config("lbfgs", 10, vec![16, 16], PhaseMode::Separate);
+    let device = Device::flex().autodiff();
+    device.seed(9);
+    let widths = cfg.architecture.widths();
+    let batch = oracle_batch(&cfg, Phase::S, 1024, 4);
+    let fresh = oracle_batch(&cfg, Phase::S, 1024, 5);
+    let flat = flatten(&TauNet::new(&widths, &device));
+    let l = |p: &[f64], b: &Batch| {
+        loss_and_gradient(&widths, p, b, &cfg.architecture, &cfg.settings, &device)
+            .unwrap()
+            .0
+    };
+    let fresh_start = l(&flat, &fresh);
+    let (best, rep) = lbfgs_round(
+        &widths,
+        flat,
+        &batch,
+        &cfg.architecture,
+        &cfg.settings,
+        &device,
+        60,
+        10,
+    )
+    .unwrap();
+    assert!(rep.iterations > 0 && rep.evaluations > rep.iterations / 2);
+    let end = l(&best, &batch);
+    assert!(
+        (end - rep.loss_end).abs() <= 1e-5 * rep.loss_start,
+        "{end} vs {rep:?}"
+    );
+    assert!(end < 1e-2 * rep.loss_start, "{rep:?}");
+    assert!(l(&best, &fresh) < 1e-2 * fresh_start);
+}
+
+/// The growing Adam batch starts at `batch_size`, ends at `batch_size_end`, grows
+/// geometrically (the middle step gets the geometric mean) and never shrinks; without
+/// `batch_size_end` the batch is constant (older manifests).
+#[test]
+fn growing_batch_is_geometric_from_start_to_end() {
+    let mut s = default_settings(101, 1);
+    s.batch_size = 1000;
+    assert!((1..=101).all(|k| batch_at(&s, k) == 1000));
+    s.batch_size_end = 16000;
+    assert_eq!(batch_at(&s, 1), 1000);
+    assert_eq!(batch_at(&s, 101), 16000);
+    assert_eq!(batch_at(&s, 51), 4000);
+    assert!((2..=101).all(|k| batch_at(&s, k) >= batch_at(&s, k - 1)));
 }

@@ -43,6 +43,22 @@ pub struct Args {
     /// Collocation points per step.
     #[arg(long, default_value_t = 2048)]
     pub batch: usize,
+    /// Collocation points at the last Adam step: the batch grows geometrically from --batch
+    /// to this over the run (default: constant --batch).
+    #[arg(long)]
+    pub batch_end: Option<usize>,
+    /// L-BFGS iterations per net after Adam, on large fixed batches (0: Adam only).
+    #[arg(long, default_value_t = 0)]
+    pub lbfgs_iters: usize,
+    /// Collocation points of each fixed L-BFGS batch.
+    #[arg(long, default_value_t = 16384)]
+    pub lbfgs_batch: usize,
+    /// L-BFGS iterations per batch, then a fresh batch and a memory reset.
+    #[arg(long, default_value_t = 200)]
+    pub lbfgs_redraw: usize,
+    /// L-BFGS history length.
+    #[arg(long, default_value_t = 20)]
+    pub lbfgs_memory: usize,
     /// Architecture `INPUTS:WIDTHxDEPTH[:phase-input]`, INPUTS radial1d or cartesian3d,
     /// e.g. `radial1d:32x4` (two nets, P and S) or `radial1d:48x4:phase-input` (one net).
     #[arg(long, default_value = "radial1d:32x4")]
@@ -182,6 +198,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let out = a.out.clone().unwrap_or(reg.default_out.clone());
     let mut settings = default_settings(a.steps, a.seed);
     settings.batch_size = a.batch;
+    settings.batch_size_end = a.batch_end.unwrap_or(0);
+    settings.lbfgs_iters = a.lbfgs_iters;
+    settings.lbfgs_batch = a.lbfgs_batch;
+    settings.lbfgs_redraw = a.lbfgs_redraw;
+    settings.lbfgs_memory = a.lbfgs_memory;
     if let Some(lr) = a.lr {
         settings.lr_start = lr;
     }
@@ -228,13 +249,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cfg.bounds,
         out.display()
     );
-    let bar = ProgressBar::new(a.steps as u64);
+    let bar = ProgressBar::new((a.steps + a.lbfgs_iters) as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} ETA {eta} {msg}")?
             .progress_chars("=> "),
     );
     let mut on_progress = |p: &Progress| {
-        if p.step % 10 == 0 || p.step == p.steps {
+        // L-BFGS rounds report once each (lr 0)
+        if p.step % 10 == 0 || p.step == p.steps || p.record.lr == 0.0 {
             let val = p
                 .validation
                 .map(|v| {

@@ -3,6 +3,7 @@
 //! - [`model`]: the burn MLP and its forward-mode input tangents.
 //! - [`data`]: collocation sampling and reference values.
 //! - [`training`]: the loss, the optimiser loop, validation.
+//! - [`lbfgs`]: the L-BFGS fine-tuning stage on large fixed batches (argmin).
 //! - [`artifact`]: writing `trained-models/NAME/` (burn-free weights, burnpack, manifest,
 //!   loss curve CSV and SVG).
 //!
@@ -10,6 +11,7 @@
 
 pub mod artifact;
 pub mod data;
+pub mod lbfgs;
 pub mod model;
 pub mod training;
 

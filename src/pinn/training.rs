@@ -67,6 +67,11 @@ pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
         frac_near_interface: 0.3,
         steps_per_epoch: 1,
         gradient_background: true,
+        batch_size_end: 0,
+        lbfgs_iters: 0,
+        lbfgs_batch: 16384,
+        lbfgs_redraw: 200,
+        lbfgs_memory: 20,
         wall_time_s: 0.0,
     }
 }
@@ -86,9 +91,9 @@ pub struct TrainInputs<'a> {
 /// One row of the loss curve.
 #[derive(Debug, Clone, Copy)]
 pub struct LossRecord {
-    /// Optimiser step (1-based).
+    /// Optimiser step (1-based): Adam steps, then Adam steps + L-BFGS iterations done.
     pub step: usize,
-    /// Learning rate used.
+    /// Learning rate used (0 in the L-BFGS stage, one row per L-BFGS round).
     pub lr: f64,
     /// Total loss summed over nets.
     pub loss: f64,
@@ -108,9 +113,9 @@ pub struct LossRecord {
 
 /// Progress of a running training, for a progress bar.
 pub struct Progress<'a> {
-    /// Steps done.
+    /// Steps done (Adam steps, then L-BFGS iterations).
     pub step: usize,
-    /// Steps planned.
+    /// Steps planned (Adam steps plus L-BFGS iterations).
     pub steps: usize,
     /// Latest loss record.
     pub record: &'a LossRecord,
@@ -263,6 +268,17 @@ pub fn export(
     (manifest, flat)
 }
 
+/// Adam batch at `step` of `steps` (1-based): geometric growth from `batch_size` to
+/// `batch_size_end` when the latter is larger, so late steps see less gradient noise.
+pub fn batch_at(s: &TrainingSettings, step: usize) -> usize {
+    if s.batch_size_end <= s.batch_size || s.steps < 2 {
+        return s.batch_size;
+    }
+    let frac = (step.saturating_sub(1)) as f64 / (s.steps - 1) as f64;
+    let b = s.batch_size as f64 * (s.batch_size_end as f64 / s.batch_size as f64).powf(frac);
+    (b.round() as usize).clamp(s.batch_size, s.batch_size_end)
+}
+
 /// Loss terms for one batch: (total, [time, grad, eikonal]) with the total still on the graph.
 pub fn loss(
     net: &TauNet,
@@ -396,6 +412,7 @@ pub fn train(
     let val_truth = reference_values(inputs.reference, &val_rows)?;
 
     let spe = st.steps_per_epoch.max(1);
+    let total_steps = st.steps + st.lbfgs_iters;
     let mut pools: Vec<Vec<Batch>> = vec![Vec::new(); groups.len()];
     let mut curve = Vec::with_capacity(st.steps);
     let mut last_val: Option<ValidationReport> = None;
@@ -416,8 +433,8 @@ pub fn train(
         for (g, group) in groups.iter().enumerate() {
             if pools[g].is_empty() {
                 // a new epoch: fresh collocation points for the next `spe` steps
-                for _ in 0..spe {
-                    pools[g].push(sampler.sample(group, st.batch_size, &mut rng)?);
+                for i in 0..spe {
+                    pools[g].push(sampler.sample(group, batch_at(st, step + i), &mut rng)?);
                 }
                 pools[g].reverse();
             }
@@ -437,7 +454,9 @@ pub fn train(
                 rec.loss
             )));
         }
-        if step == st.steps || (cfg.validate_every > 0 && step % cfg.validate_every == 0) {
+        if (step == st.steps && st.lbfgs_iters == 0)
+            || (cfg.validate_every > 0 && step % cfg.validate_every == 0)
+        {
             let v = validate_now(cfg, inputs, vref, &nets, &val_rows, &val_truth, val_seed)?;
             for pe in &v.phases {
                 rec.val_rmae[pe.phase.index()] = pe.rmae;
@@ -454,10 +473,26 @@ pub fn train(
         curve.push(rec);
         on_progress(&Progress {
             step,
-            steps: st.steps,
+            steps: total_steps,
             record: curve.last().expect("pushed"),
             validation: last_val.as_ref(),
         });
+    }
+    if st.lbfgs_iters > 0 {
+        fine_tune(
+            cfg,
+            inputs,
+            vref,
+            &sampler,
+            &mut nets,
+            &mut rng,
+            &device,
+            (&val_rows, &val_truth, val_seed),
+            started,
+            &mut curve,
+            &mut last_val,
+            on_progress,
+        )?;
     }
     let mut settings = st.clone();
     settings.wall_time_s = started.elapsed().as_secs_f64();
@@ -472,6 +507,105 @@ pub fn train(
         weights,
         curve,
     })
+}
+
+/// The L-BFGS stage: rounds of at most `lbfgs_redraw` iterations per net, each on a fresh
+/// fixed batch of `lbfgs_batch` points (memory reset between rounds), until `lbfgs_iters`
+/// iterations are spent. One curve row per round; validation after every round.
+#[allow(clippy::too_many_arguments)]
+fn fine_tune(
+    cfg: &TrainConfig,
+    inputs: &TrainInputs,
+    vref: [f64; 2],
+    sampler: &Sampler,
+    nets: &mut [TauNet],
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+    val: (&[Row], &[TimeAndGradient], u64),
+    started: Instant,
+    curve: &mut Vec<LossRecord>,
+    last_val: &mut Option<ValidationReport>,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<(), TrainError> {
+    let st = &cfg.settings;
+    let widths = cfg.architecture.widths();
+    let groups = net_groups(cfg);
+    let per_round = if st.lbfgs_redraw == 0 {
+        st.lbfgs_iters
+    } else {
+        st.lbfgs_redraw.min(st.lbfgs_iters)
+    };
+    let batch_n = if st.lbfgs_batch == 0 {
+        st.batch_size
+    } else {
+        st.lbfgs_batch
+    };
+    let total_steps = st.steps + st.lbfgs_iters;
+    let mut done = 0;
+    while done < st.lbfgs_iters {
+        let iters = per_round.min(st.lbfgs_iters - done);
+        let mut rec = LossRecord {
+            step: 0,
+            lr: 0.0,
+            loss: 0.0,
+            loss_time: 0.0,
+            loss_grad: 0.0,
+            loss_eikonal: 0.0,
+            val_rmae: [f64::NAN; 2],
+            val_p99_s: [f64::NAN; 2],
+            elapsed_s: 0.0,
+        };
+        let mut stalled = true;
+        for (g, group) in groups.iter().enumerate() {
+            let batch = sampler.sample(group, batch_n, rng)?;
+            let flat = super::lbfgs::flatten(&nets[g]);
+            let (best, report) = super::lbfgs::lbfgs_round(
+                &widths,
+                flat,
+                &batch,
+                &cfg.architecture,
+                st,
+                device,
+                iters,
+                st.lbfgs_memory,
+            )?;
+            stalled &= report.iterations == 0;
+            nets[g] = super::lbfgs::unflatten(&widths, &best, device)?;
+            let (total, lt, lg, le) = loss(&nets[g], &batch, &cfg.architecture, st, device);
+            rec.loss += scalar(total.detach());
+            rec.loss_time += scalar(lt.detach());
+            rec.loss_grad += scalar(lg.detach());
+            rec.loss_eikonal += scalar(le.detach());
+        }
+        done += iters;
+        rec.step = st.steps + done;
+        if cfg.validate_every > 0 || done >= st.lbfgs_iters || stalled {
+            let v = validate_now(cfg, inputs, vref, nets, val.0, val.1, val.2)?;
+            for pe in &v.phases {
+                rec.val_rmae[pe.phase.index()] = pe.rmae;
+                rec.val_p99_s[pe.phase.index()] = pe.p99_abs_s;
+            }
+            *last_val = Some(v);
+        }
+        if let Some(dir) = &cfg.checkpoint_dir {
+            if cfg.checkpoint_every > 0 {
+                save_burnpacks(cfg, nets, dir)?;
+            }
+        }
+        rec.elapsed_s = started.elapsed().as_secs_f64();
+        curve.push(rec);
+        on_progress(&Progress {
+            step: rec.step,
+            steps: total_steps,
+            record: curve.last().expect("pushed"),
+            validation: last_val.as_ref(),
+        });
+        if stalled {
+            // every net's loss is flat to f32 precision on a fresh batch: more rounds cannot help
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Writes each net's burnpack (`net-P.bpk`, `net-S.bpk` or `net.bpk`) into `dir`.

@@ -368,6 +368,22 @@ pub struct TrainingSettings {
     /// straight rays at v_ref.
     #[serde(default)]
     pub gradient_background: bool,
+    /// Adam batch at the last step: the batch grows geometrically from `batch_size` to this
+    /// over the run (0 or <= `batch_size`: constant batch). Older manifests read as 0.
+    #[serde(default)]
+    pub batch_size_end: usize,
+    /// L-BFGS iterations after Adam, per net (0: no L-BFGS stage; older manifests read as 0).
+    #[serde(default)]
+    pub lbfgs_iters: usize,
+    /// Collocation points of each fixed L-BFGS batch.
+    #[serde(default)]
+    pub lbfgs_batch: usize,
+    /// L-BFGS iterations per batch: then a fresh batch is drawn and the memory reset.
+    #[serde(default)]
+    pub lbfgs_redraw: usize,
+    /// L-BFGS history length (pairs of parameter and gradient differences).
+    #[serde(default)]
+    pub lbfgs_memory: usize,
     /// Wall-clock training time, s (filled in after training).
     #[serde(default)]
     pub wall_time_s: f64,
