@@ -4,8 +4,8 @@
 //! Traveltimes come from the exact 1-D layered solver of the configured velocity model
 //! ([`LayeredExact`]), tabulated for the locator ([`RadialTableModel`]).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -142,6 +142,7 @@ pub fn build_with_terms(
             search,
             config,
             terms,
+            last_runs: Mutex::new(HashMap::new()),
         }),
     })
 }
@@ -282,17 +283,46 @@ pub struct SvgdLocator {
     search: SearchBox,
     config: LocateConfig,
     terms: Option<Arc<StaticTerms>>,
+    /// Each open event's last full run: its picks and result. A run is deterministic in the
+    /// event id and its picks, so a final run whose picks have not changed since (the usual
+    /// case once an event's picks are in) reuses that result instead of sampling again.
+    last_runs: Mutex<HashMap<String, (Vec<Pick>, Located)>>,
 }
+
+/// Open events whose last run is remembered; beyond it the memory starts over (events that
+/// never get a final run, e.g. across a restart, must not accumulate).
+const LAST_RUNS_CAP: usize = 4096;
 
 /// Picks further than this from an event's median pick time are set aside, s.
 const MAX_SPAN_S: f64 = 300.0;
 
 impl Locator for SvgdLocator {
     fn locate(&self, r: &LocateRequest) -> Result<Located, String> {
-        match &self.terms {
+        let remembered = self.last_runs.lock().ok().and_then(|mut m| {
+            if r.is_final {
+                m.remove(&r.event_id)
+            } else {
+                m.get(&r.event_id).cloned()
+            }
+        });
+        if let Some((picks, located)) = remembered {
+            if picks == r.picks {
+                return Ok(located);
+            }
+        }
+        let result = match &self.terms {
             Some(t) => self.locate_with(r, &|n, s, p| t.correction_s(n, s, p)),
             None => self.locate_with(r, &|_, _, _| 0.0),
+        };
+        if let (false, Ok(located)) = (r.is_final, &result) {
+            if let Ok(mut m) = self.last_runs.lock() {
+                if m.len() >= LAST_RUNS_CAP {
+                    m.clear();
+                }
+                m.insert(r.event_id.clone(), (r.picks.clone(), located.clone()));
+            }
         }
+        result
     }
 
     fn locate_corrected(
