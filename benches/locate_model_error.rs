@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use eikoloc::config::ResolvedStationConfig;
 use eikoloc::domain::{LocalPoint, Phase};
-use eikoloc::locate::calibration::{coverage_of, locate_all, LocatedSynth};
+use eikoloc::locate::calibration::{coverage_of, locate_all, CoverageReport, LocatedSynth};
 use eikoloc::locate::model_error::{
     fit_model_error, fit_model_error_scale, posterior_scale_moments, ResidualSample,
 };
@@ -215,6 +215,31 @@ fn diagnose(events: &[SynthEvent], located: &[LocatedSynth]) {
     split("picks", &|r| r.2 as f64, &[0.0, 20.0, 30.0, 1000.0]);
 }
 
+/// One result row: coverage, median errors, median time per event, the model-error term and
+/// `tail` (what else distinguishes the treatment).
+fn print_row(name: &str, r: &CoverageReport, cfg: &LocateConfig, tail: String) {
+    let t = &r.times_s;
+    println!(
+        "{:<44} {:>5.3} {:>5.3} {:>5.3} {:>5.3} {:>7.3} {:>7.3} {:>6.1}  max({:.3} s, {:.4} T){}{}",
+        name,
+        r.h68,
+        r.h95,
+        r.z68,
+        r.z95,
+        r.median_h_err_km,
+        r.median_z_err_km,
+        1e3 * t[t.len() / 2],
+        cfg.model_error_floor_s,
+        cfg.model_error_fraction,
+        tail,
+        if r.failed > 0 {
+            format!(" ({} failed)", r.failed)
+        } else {
+            String::new()
+        }
+    );
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let rc = ResolvedStationConfig::load(&root.join("station-configs/ridgecrest"))
@@ -367,22 +392,19 @@ fn main() {
             located = locate_all(&model, &stations, &events, &bbox, &cfg, [0.05, 0.10]);
         }
         let r = coverage_of(&events, &located);
-        let t = &r.times_s;
-        println!(
-            "{:<44} {:>5.3} {:>5.3} {:>5.3} {:>5.3} {:>7.3} {:>7.3} {:>6.1}  max({:.3} s, {:.4} T), correlated over {} km, P-S {} (scale factors {:?})",
+        print_row(
             name,
-            r.h68,
-            r.h95,
-            r.z68,
-            r.z95,
-            r.median_h_err_km,
-            r.median_z_err_km,
-            1e3 * t[t.len() / 2],
-            cfg.model_error_floor_s,
-            cfg.model_error_fraction,
-            cfg.model_error_correlation_km,
-            cfg.model_error_ps_correlation,
-            lambdas.iter().map(|l| (l * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+            &r,
+            &cfg,
+            format!(
+                ", correlated over {} km, P-S {} (scale factors {:?})",
+                cfg.model_error_correlation_km,
+                cfg.model_error_ps_correlation,
+                lambdas
+                    .iter()
+                    .map(|l| (l * 1000.0).round() / 1000.0)
+                    .collect::<Vec<_>>()
+            ),
         );
         if diag {
             diagnose(&events, &located);
@@ -408,20 +430,7 @@ fn main() {
             }
         }
         let r = coverage_of(&events, &located);
-        let t = &r.times_s;
-        println!(
-            "{:<44} {:>5.3} {:>5.3} {:>5.3} {:>5.3} {:>7.3} {:>7.3} {:>6.1}  max({:.3} s, {:.4} T){}{}{}",
-            name,
-            r.h68,
-            r.h95,
-            r.z68,
-            r.z95,
-            r.median_h_err_km,
-            r.median_z_err_km,
-            1e3 * t[t.len() / 2],
-            cfg.model_error_floor_s,
-            cfg.model_error_fraction,
-            if cfg.noise_scale == NoiseScale::Event { ", event scale" } else { "" },
+        let correlated =
             if cfg.model_error_correlation_km > 0.0 || cfg.model_error_correlation_deg > 0.0 {
                 format!(
                     ", correlated over {} km, {} deg",
@@ -429,9 +438,13 @@ fn main() {
                 )
             } else {
                 String::new()
-            },
-            if r.failed > 0 { format!(" ({} failed)", r.failed) } else { String::new() }
-        );
+            };
+        let event_scale = if cfg.noise_scale == NoiseScale::Event {
+            ", event scale"
+        } else {
+            ""
+        };
+        print_row(name, &r, &cfg, format!("{event_scale}{correlated}"));
         if diag {
             println!(
                 "    Gaussian (chi-square scaled covariance) regions: h68 {:.3} h95 {:.3} z68 {:.3} z95 {:.3}",
