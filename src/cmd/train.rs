@@ -79,6 +79,12 @@ pub struct Args {
     /// Weight of the eikonal residual at the receiver.
     #[arg(long)]
     pub w_eikonal: Option<f64>,
+    /// Fraction of collocation points drawn close to the source (distance ~ u^3), 0..1.
+    #[arg(long)]
+    pub frac_near_source: Option<f64>,
+    /// Fraction of source depths drawn within about 0.5 km of a velocity interface, 0..1.
+    #[arg(long)]
+    pub frac_near_interface: Option<f64>,
     /// T0 the network multiplies: `gradient` (least-squares constant-gradient medium) or
     /// `straight` (D / v_ref).
     #[arg(long, default_value = "gradient", value_parser = ["gradient", "straight"])]
@@ -214,6 +220,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = a.w_eikonal {
         settings.w_eikonal = v;
+    }
+    for (name, v) in [
+        ("--frac-near-source", a.frac_near_source),
+        ("--frac-near-interface", a.frac_near_interface),
+    ] {
+        if let Some(v) = v {
+            if !(0.0..=1.0).contains(&v) {
+                anyhow::bail!("{name} {v}: give a fraction in 0..1");
+            }
+        }
+    }
+    if let Some(v) = a.frac_near_source {
+        settings.frac_near_source = v;
+    }
+    if let Some(v) = a.frac_near_interface {
+        settings.frac_near_interface = v;
     }
     settings.gradient_background = a.background == "gradient";
     let cfg = TrainConfig {
