@@ -349,11 +349,7 @@ impl SvgdLocator {
         r: &LocateRequest,
         correction_s: &dyn Fn(&str, &str, Phase) -> f64,
     ) -> Result<Located, String> {
-        let inv = &self.station.inventory;
-        let pos_of = |net: &str, sta: &str| {
-            inv.position(net, sta)
-                .map(|i| self.station.station_positions[i])
-        };
+        let pos_of = |net: &str, sta: &str| self.station.station_position(net, sta);
         let outcome = linearize_picks_corrected(
             self.model.as_ref(),
             &pos_of,
@@ -383,11 +379,7 @@ impl SvgdLocator {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&r.event_id, &mut h);
         let seed = std::hash::Hasher::finish(&h) ^ r.picks.len() as u64;
-        let inv = &self.station.inventory;
-        let pos_of = |net: &str, sta: &str| {
-            inv.position(net, sta)
-                .map(|i| self.station.station_positions[i])
-        };
+        let pos_of = |net: &str, sta: &str| self.station.station_position(net, sta);
         let outcome = locate_picks_corrected(
             self.model.as_ref(),
             &pos_of,
