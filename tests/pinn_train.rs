@@ -11,7 +11,8 @@ use eikoloc::pinn::data::{Batch, Sampler};
 use eikoloc::pinn::lbfgs::{flatten, lbfgs_round, loss_and_gradient, n_params, unflatten};
 use eikoloc::pinn::model::{tensor2, TauNet};
 use eikoloc::pinn::training::{
-    batch_at, default_settings, reference_velocities, TrainConfig, TrainInputs, Trained,
+    adaptive_batch, batch_at, default_settings, reference_velocities, TrainConfig, TrainInputs,
+    Trained,
 };
 use eikoloc::traveltime::pinn::{
     Architecture, Background, InputKind, InputScaling, ModelBounds, PhaseMode, VelocityInfo,
@@ -560,4 +561,89 @@ fn growing_batch_is_geometric_from_start_to_end() {
     assert_eq!(batch_at(&s, 101), 16000);
     assert_eq!(batch_at(&s, 51), 4000);
     assert!((2..=101).all(|k| batch_at(&s, k) >= batch_at(&s, k - 1)));
+}
+
+/// |T - T_ref| of `net` at every point of `b`, s (the reference times are the analytic
+/// oracle's).
+fn abs_time_errors(net: &TauNet, b: &Batch, device: &Device) -> Vec<f64> {
+    let tau = net
+        .forward(tensor2(b.x.clone(), b.n, b.d_in, device))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    (0..b.n)
+        .map(|i| (b.t0[i] as f64 * tau[i] as f64 - b.t_ref[i]).abs())
+        .collect()
+}
+
+/// Residual-based adaptive sampling: with no adaptive share the batch is exactly the
+/// sampler's; with half the batch chosen from a pool by the net's error, that batch holds
+/// points where the (untrained) net is clearly worse than on a plain batch, and its size and
+/// phase are what was asked for.
+#[test]
+fn adaptive_batch_concentrates_on_the_nets_largest_errors() {
+    let cfg = small_config("adaptive", 10, vec![16, 16], PhaseMode::Separate);
+    let device = Device::flex().autodiff();
+    device.seed(13);
+    let net = TauNet::new(&cfg.architecture.widths(), &device);
+    let (m, oracle) = gradient_oracle();
+    let vref = reference_velocities(&m, &cfg.bounds);
+    let sampler = Sampler {
+        inputs: cfg.architecture.inputs,
+        phase_mode: cfg.architecture.phase_mode,
+        bounds: cfg.bounds,
+        scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
+        background: AnalyticModel::new(Background::Straight.medium(vref).unwrap()),
+        interfaces_km: vec![],
+        frac_near_source: 0.2,
+        frac_near_interface: 0.0,
+        reference: &oracle,
+        velocity: &m,
+    };
+    let rng = |s| rand_chacha::ChaCha8Rng::seed_from_u64(s);
+    let mut st = cfg.settings.clone();
+    st.lbfgs_adaptive_frac = 0.0;
+    let plain = sampler.sample(&[Phase::S], 2000, &mut rng(3)).unwrap();
+    let same =
+        adaptive_batch(&sampler, &net, &[Phase::S], 2000, &st, &device, &mut rng(3)).unwrap();
+    assert_eq!(plain.x, same.x);
+    assert_eq!(plain.t_ref, same.t_ref);
+
+    // a plain batch has 10 % of its points above its own 90th error percentile; an adaptive
+    // one with half its points drawn from 8 candidates each by |error|^power has more, the
+    // more the larger the power (power 0: no preference)
+    let mut e_plain = abs_time_errors(&net, &plain, &device);
+    e_plain.sort_by(f64::total_cmp);
+    let p90 = e_plain[e_plain.len() * 9 / 10];
+    let share_above = |power: f64, seed: u64| {
+        let mut st = st.clone();
+        st.lbfgs_adaptive_frac = 0.5;
+        st.lbfgs_adaptive_pool = 8;
+        st.lbfgs_adaptive_power = power;
+        let b = adaptive_batch(
+            &sampler,
+            &net,
+            &[Phase::S],
+            2000,
+            &st,
+            &device,
+            &mut rng(seed),
+        )
+        .unwrap();
+        assert_eq!(b.n, 2000);
+        assert!(b.phase.iter().all(|p| *p == Phase::S));
+        let e = abs_time_errors(&net, &b, &device);
+        e.iter().filter(|e| **e > p90).count() as f64 / b.n as f64
+    };
+    let (s0, s2, s8) = (
+        share_above(0.0, 4),
+        share_above(2.0, 5),
+        share_above(8.0, 6),
+    );
+    println!("share above the plain p90: power 0 {s0:.3}, 2 {s2:.3}, 8 {s8:.3}");
+    assert!((0.06..0.14).contains(&s0), "power 0: {s0}");
+    assert!(
+        s2 > 0.15 && s8 > 0.3 && s8 > s2,
+        "power 2: {s2}, power 8: {s8}"
+    );
 }

@@ -37,8 +37,8 @@ pub struct Args {
     /// Output folder (default trained-models/NAME for a config, trained-models/cache/NAME otherwise).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Optimiser steps.
-    #[arg(long, default_value_t = 10000)]
+    /// Adam steps (the warm start before the L-BFGS stage).
+    #[arg(long, default_value_t = 1000)]
     pub steps: usize,
     /// Collocation points per step.
     #[arg(long, default_value_t = 2048)]
@@ -48,17 +48,27 @@ pub struct Args {
     #[arg(long)]
     pub batch_end: Option<usize>,
     /// L-BFGS iterations per net after Adam, on large fixed batches (0: Adam only).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 2000)]
     pub lbfgs_iters: usize,
     /// Collocation points of each fixed L-BFGS batch.
-    #[arg(long, default_value_t = 16384)]
+    #[arg(long, default_value_t = 8192)]
     pub lbfgs_batch: usize,
     /// L-BFGS iterations per batch, then a fresh batch and a memory reset.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 500)]
     pub lbfgs_redraw: usize,
     /// L-BFGS history length.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     pub lbfgs_memory: usize,
+    /// Fraction of each L-BFGS batch chosen where the current net is worst (residual-based
+    /// adaptive sampling from a pool of candidates), 0..1; 0: all from the sampler.
+    #[arg(long, default_value_t = 0.0)]
+    pub lbfgs_adaptive: f64,
+    /// Candidates drawn per adaptively chosen point (2 to 64).
+    #[arg(long, default_value_t = 4)]
+    pub lbfgs_adaptive_pool: usize,
+    /// Candidates are chosen with probability proportional to |T - T_ref|^POWER (0 to 8).
+    #[arg(long, default_value_t = 1.0)]
+    pub lbfgs_adaptive_power: f64,
     /// Architecture `INPUTS:WIDTHxDEPTH[:phase-input]`, INPUTS radial1d or cartesian3d,
     /// e.g. `radial1d:32x4` (two nets, P and S) or `radial1d:48x4:phase-input` (one net).
     #[arg(long, default_value = "radial1d:32x4")]
@@ -209,6 +219,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     settings.lbfgs_batch = a.lbfgs_batch;
     settings.lbfgs_redraw = a.lbfgs_redraw;
     settings.lbfgs_memory = a.lbfgs_memory;
+    if !(0.0..=1.0).contains(&a.lbfgs_adaptive) {
+        bail!(
+            "--lbfgs-adaptive {}: give a fraction in 0..1",
+            a.lbfgs_adaptive
+        );
+    }
+    if !(2..=64).contains(&a.lbfgs_adaptive_pool) {
+        bail!(
+            "--lbfgs-adaptive-pool {}: expected 2 to 64",
+            a.lbfgs_adaptive_pool
+        );
+    }
+    if !(0.0..=8.0).contains(&a.lbfgs_adaptive_power) {
+        bail!(
+            "--lbfgs-adaptive-power {}: expected 0 to 8",
+            a.lbfgs_adaptive_power
+        );
+    }
+    settings.lbfgs_adaptive_frac = a.lbfgs_adaptive;
+    settings.lbfgs_adaptive_pool = a.lbfgs_adaptive_pool;
+    settings.lbfgs_adaptive_power = a.lbfgs_adaptive_power;
     if let Some(lr) = a.lr {
         settings.lr_start = lr;
     }

@@ -85,10 +85,45 @@ pub fn rec_dirs(inputs: InputKind) -> &'static [usize] {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 struct Geo {
     phase: Phase,
     s: LocalPoint,
     r: LocalPoint,
+}
+
+/// Drawn collocation geometries with their reference traveltimes, before they are laid out
+/// as a [`Batch`] (so a batch can be put together from several draws).
+#[derive(Debug, Clone, Default)]
+pub struct Drawn {
+    geos: Vec<Geo>,
+    refs: Vec<crate::traveltime::TimeAndGradient>,
+}
+
+impl Drawn {
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.geos.len()
+    }
+
+    /// True when no point was drawn.
+    pub fn is_empty(&self) -> bool {
+        self.geos.is_empty()
+    }
+
+    /// The points at `idx` (in that order).
+    pub fn select(&self, idx: &[usize]) -> Drawn {
+        Drawn {
+            geos: idx.iter().map(|&i| self.geos[i]).collect(),
+            refs: idx.iter().map(|&i| self.refs[i]).collect(),
+        }
+    }
+
+    /// Appends `other`'s points.
+    pub fn extend(&mut self, other: Drawn) {
+        self.geos.extend(other.geos);
+        self.refs.extend(other.refs);
+    }
 }
 
 impl Sampler<'_> {
@@ -158,6 +193,17 @@ impl Sampler<'_> {
         n: usize,
         rng: &mut R,
     ) -> Result<Batch, TrainError> {
+        let drawn = self.draw(phases, n, rng)?;
+        self.assemble(&drawn)
+    }
+
+    /// `n` geometries cycling through `phases` with their (finite) reference traveltimes.
+    pub fn draw<R: Rng>(
+        &self,
+        phases: &[Phase],
+        n: usize,
+        rng: &mut R,
+    ) -> Result<Drawn, TrainError> {
         let geos: Vec<Geo> = (0..n)
             .map(|i| self.draw_geometry(phases[i % phases.len()], rng))
             .collect();
@@ -186,6 +232,13 @@ impl Sampler<'_> {
                     .map_err(|e| TrainError::Reference(e.to_string()))?;
             }
         }
+        Ok(Drawn { geos, refs })
+    }
+
+    /// The loss's batch for drawn points.
+    pub fn assemble(&self, drawn: &Drawn) -> Result<Batch, TrainError> {
+        let (geos, refs) = (&drawn.geos, &drawn.refs);
+        let n = geos.len();
         let nc = self.inputs.n_coords();
         let d_in = nc + usize::from(self.phase_mode == PhaseMode::Input);
         let k = nc;
@@ -205,7 +258,7 @@ impl Sampler<'_> {
             phase: Vec::with_capacity(n),
             t_ref: Vec::with_capacity(n),
         };
-        for (i, (g, rf)) in geos.iter().zip(&refs).enumerate() {
+        for (i, (g, rf)) in geos.iter().zip(refs).enumerate() {
             let d = [
                 g.s.x_km - g.r.x_km,
                 g.s.y_km - g.r.y_km,

@@ -52,7 +52,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
 }
 
-/// Default settings: tuned on the Ridgecrest 1-D model (see the report in `trained-models/`).
+/// Default settings, tuned on the Ridgecrest 1-D model (README, "Eikonal PINN"): the Adam
+/// warm start and the L-BFGS stage's batch, redraw and memory of `eikoloc train`'s recipe, with
+/// the L-BFGS stage itself off (`lbfgs_iters` 0) until the caller sets its iterations.
 pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
     TrainingSettings {
         steps,
@@ -69,9 +71,12 @@ pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
         gradient_background: true,
         batch_size_end: 0,
         lbfgs_iters: 0,
-        lbfgs_batch: 16384,
-        lbfgs_redraw: 200,
-        lbfgs_memory: 20,
+        lbfgs_batch: 8192,
+        lbfgs_redraw: 500,
+        lbfgs_memory: 50,
+        lbfgs_adaptive_frac: 0.0,
+        lbfgs_adaptive_pool: 4,
+        lbfgs_adaptive_power: 1.0,
         wall_time_s: 0.0,
     }
 }
@@ -557,7 +562,7 @@ fn fine_tune(
         };
         let mut stalled = true;
         for (g, group) in groups.iter().enumerate() {
-            let batch = sampler.sample(group, batch_n, rng)?;
+            let batch = adaptive_batch(sampler, &nets[g], group, batch_n, st, device, rng)?;
             let flat = super::lbfgs::flatten(&nets[g]);
             let (best, report) = super::lbfgs::lbfgs_round(
                 &widths,
@@ -606,6 +611,52 @@ fn fine_tune(
         }
     }
     Ok(())
+}
+
+/// A fixed L-BFGS batch of `n` points: `(1 - f) n` straight from the sampler and `f n`
+/// chosen among `pool f n` more candidates by the current net's absolute traveltime error
+/// (residual-based adaptive sampling, Wu et al. 2023: probability proportional to
+/// |T - T_ref|^power, without replacement), so the next round works where the net is worst,
+/// e.g. at the head-wave crossovers, while the sampler's share keeps the whole box covered.
+pub fn adaptive_batch(
+    sampler: &Sampler,
+    net: &TauNet,
+    phases: &[Phase],
+    n: usize,
+    st: &TrainingSettings,
+    device: &Device,
+    rng: &mut ChaCha8Rng,
+) -> Result<Batch, TrainError> {
+    use rand::Rng;
+    let frac = st.lbfgs_adaptive_frac.clamp(0.0, 1.0);
+    let n_sel = (frac * n as f64).round() as usize;
+    if n_sel == 0 || st.lbfgs_adaptive_pool <= 1 {
+        return sampler.sample(phases, n, rng);
+    }
+    let mut drawn = sampler.draw(phases, n - n_sel, rng)?;
+    let cand = sampler.draw(phases, n_sel * st.lbfgs_adaptive_pool, rng)?;
+    let cb = sampler.assemble(&cand)?;
+    let tau = net
+        .forward(tensor2(cb.x.clone(), cb.n, cb.d_in, device))
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| TrainError::Config(format!("net output: {e:?}")))?;
+    // Efraimidis-Spirakis: the n_sel largest u^(1/w) are a weighted draw without replacement;
+    // compared as ln(u) / w to stay finite for tiny weights
+    let mut keys: Vec<(f64, usize)> = tau
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let err = (cb.t0[i] as f64 * (t as f64 - cb.tau_ref[i] as f64)).abs();
+            let w = err.powf(st.lbfgs_adaptive_power).max(1e-300);
+            let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+            (u.ln() / w, i)
+        })
+        .collect();
+    keys.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let idx: Vec<usize> = keys.iter().take(n_sel).map(|k| k.1).collect();
+    drawn.extend(cand.select(&idx));
+    sampler.assemble(&drawn)
 }
 
 /// Writes each net's burnpack (`net-P.bpk`, `net-S.bpk` or `net.bpk`) into `dir`.

@@ -384,6 +384,16 @@ pub struct TrainingSettings {
     /// L-BFGS history length (pairs of parameter and gradient differences).
     #[serde(default)]
     pub lbfgs_memory: usize,
+    /// Fraction of each L-BFGS batch chosen by the current net's error (residual-based
+    /// adaptive sampling; 0: every point from the sampler; older manifests read as 0).
+    #[serde(default)]
+    pub lbfgs_adaptive_frac: f64,
+    /// Candidates drawn per adaptively chosen point.
+    #[serde(default)]
+    pub lbfgs_adaptive_pool: usize,
+    /// Candidates are chosen with probability proportional to |T - T_ref|^power.
+    #[serde(default)]
+    pub lbfgs_adaptive_power: f64,
     /// Wall-clock training time, s (filled in after training).
     #[serde(default)]
     pub wall_time_s: f64,
@@ -1063,6 +1073,11 @@ impl PinnModel {
         })
     }
 
+    /// The folder the model was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The manifest.
     pub fn manifest(&self) -> &PinnManifest {
         &self.manifest
@@ -1416,6 +1431,12 @@ impl PinnModel {
 impl TraveltimeModel for PinnModel {
     fn name(&self) -> String {
         format!("pinn:{}", self.manifest.name)
+    }
+    fn max_distance_km(&self) -> Option<f64> {
+        match self.manifest.architecture.inputs {
+            InputKind::Radial1d => Some(self.manifest.bounds.max_distance_km),
+            InputKind::Cartesian3d => None,
+        }
     }
     fn traveltime_s(
         &self,
