@@ -1,5 +1,5 @@
 //! The service with its real engine (streaming associator + SVGD locator on exact 1-D
-//! traveltimes) on the demo region: synthetic earthquakes drawn from the region's own
+//! traveltimes, or on the region's trained network) on the demo region: synthetic earthquakes drawn from the region's own
 //! velocity model go in as picks (with noise, missed and false picks, hostile records), and
 //! every earthquake must come out as one event whose final origin lies near the true
 //! hypocentre, with the true origin time inside a few sigma.
@@ -15,12 +15,69 @@ use serve_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthetic_earthquakes_come_out_as_located_events() {
-    let dir = tempfile::tempdir().unwrap();
     let station = demo_station();
+    let engine = engine::build(&station).unwrap();
+    three_earthquakes_come_out_located(&station, engine).await;
+}
+
+/// The same with the locator on the demo region's trained network (what `serve --demo`
+/// runs): the network's traveltimes, tabulated, must locate as well as the exact solver's,
+/// while the picks come from the exact solver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_earthquakes_are_located_on_the_trained_demo_network() {
+    let station = demo_station();
+    let net = engine::configured_network(&station)
+        .unwrap()
+        .expect("station-configs/demo names trained-models/demo");
+    assert!(net.dir().ends_with("trained-models/demo"));
+    let engine = engine::build_with_terms(
+        &station,
+        std::sync::Arc::new(net),
+        engine::associator_config(&station),
+        None,
+    )
+    .unwrap();
+    three_earthquakes_come_out_located(&station, engine).await;
+}
+
+/// The service refuses a network trained for another velocity model or a smaller box, with
+/// a message naming the folder, and has none when the config names none or the folder holds
+/// no model yet.
+#[test]
+fn a_network_that_does_not_fit_the_region_is_refused() {
+    let mut station = demo_station();
+    let demo_vel = station.velocity.clone();
+    let mut layers = demo_vel.layers().to_vec();
+    layers[0].vp_km_s += 0.1;
+    station.velocity = eikoloc::velocity::LayeredModel::new(layers).unwrap();
+    let err = engine::configured_network(&station).unwrap_err();
+    assert!(
+        err.contains("trained-models/demo") && err.contains("velocity model"),
+        "{err}"
+    );
+
+    let mut station = demo_station();
+    station.model_box.x_max_km += 40.0;
+    let err = engine::configured_network(&station).unwrap_err();
+    assert!(err.contains("covers") && err.contains("needs"), "{err}");
+
+    let mut station = demo_station();
+    station.model_dir = None;
+    assert!(engine::configured_network(&station).unwrap().is_none());
+    let empty = tempfile::tempdir().unwrap();
+    station.model_dir = Some(empty.path().to_path_buf());
+    assert!(engine::configured_network(&station).unwrap().is_none());
+}
+
+async fn three_earthquakes_come_out_located(
+    station: &eikoloc::config::ResolvedStationConfig,
+    engine: eikoloc::daemon::Engine,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let station = station.clone();
     let mut cfg = ResolvedServeConfig::ephemeral(station.clone(), dir.path());
     cfg.pipeline.relocate_slope_s = 0.0;
     cfg.pipeline.idle_advance_s = 0.5;
-    let engine = engine::build(&station).unwrap();
     let svc = start(cfg, engine).await;
 
     // Three earthquakes 40 s apart, 10 minutes ago, sent as fast as possible.
@@ -137,4 +194,71 @@ async fn synthetic_earthquakes_come_out_as_located_events() {
         1
     );
     svc.stop().await;
+}
+
+/// `serve --check` says where the locator's traveltimes come from: the demo region's trained
+/// network by default, the exact solver on request; `--traveltimes network` for a region
+/// whose model folder is still empty is refused with a message naming the folder.
+#[test]
+fn serve_check_names_the_traveltime_source() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_eikoloc"))
+            .args(args)
+            .current_dir(root)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["serve", "deploy/serve.toml", "--check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("traveltimes network") && out.contains("trained-models/demo"),
+        "{out}"
+    );
+    let o = run(&[
+        "serve",
+        "deploy/serve.toml",
+        "--check",
+        "--traveltimes",
+        "exact",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("traveltimes exact 1-D solver"));
+
+    // a copy of the demo region whose model folder holds nothing yet
+    let tmp = tempfile::tempdir().unwrap();
+    let region = tmp.path().join("region");
+    std::fs::create_dir_all(region.join("untrained")).unwrap();
+    for f in ["stations.csv", "velocity.csv"] {
+        std::fs::copy(root.join("station-configs/demo").join(f), region.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(root.join("station-configs/demo/config.toml")).unwrap();
+    let cfg = cfg.replace("../../trained-models/demo", "untrained");
+    assert!(cfg.contains("model = \"untrained\""));
+    std::fs::write(region.join("config.toml"), cfg).unwrap();
+    let serve = tmp.path().join("serve.toml");
+    std::fs::write(&serve, "station_config = \"region\"\n").unwrap();
+    let serve = serve.to_str().unwrap();
+    let o = run(&["serve", serve, "--check"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("exact 1-D solver (no trained network in"),
+        "{out}"
+    );
+    let o = run(&["serve", serve, "--check", "--traveltimes", "network"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("has no trained network") && err.contains("untrained"),
+        "{err}"
+    );
 }

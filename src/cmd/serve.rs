@@ -39,6 +39,68 @@ pub struct Args {
     /// configuration's `terms`); terms of unknown stations are ignored with a warning.
     #[arg(long)]
     terms: Option<PathBuf>,
+    /// Where the locator's traveltimes come from: `auto` (the station config's trained
+    /// network when its folder holds one, else the exact 1-D solver), `network` (the
+    /// network; an error when there is none) or `exact`. Either is tabulated once at start.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "network", "exact"])]
+    traveltimes: String,
+}
+
+/// The locator's traveltime engine for `config` by `--traveltimes`, with a line saying which.
+fn locator_traveltimes(
+    config: &ResolvedServeConfig,
+    choice: &str,
+) -> Result<(
+    std::sync::Arc<dyn eikoloc::traveltime::TraveltimeModel>,
+    String,
+)> {
+    let exact = || -> std::sync::Arc<dyn eikoloc::traveltime::TraveltimeModel> {
+        std::sync::Arc::new(eikoloc::traveltime::LayeredExact::new(
+            config.station.velocity.clone(),
+        ))
+    };
+    if choice == "exact" {
+        return Ok((exact(), "exact 1-D solver (--traveltimes exact)".into()));
+    }
+    match daemon::engine::configured_network(&config.station).map_err(anyhow::Error::msg)? {
+        Some(net) => {
+            let m = net.manifest();
+            let p99 = m
+                .validation
+                .as_ref()
+                .map(|v| {
+                    v.phases
+                        .iter()
+                        .map(|e| format!("{} p99 {:.1} ms", e.phase, e.p99_abs_s * 1e3))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| "not validated".into());
+            let what = format!("network {} ({p99})", net.dir().display());
+            Ok((std::sync::Arc::new(net), what))
+        }
+        None if choice == "network" => anyhow::bail!(
+            "--traveltimes network: region {} has no trained network{} (train one with \
+             `eikoloc train --config DIR`)",
+            config.station.name,
+            config
+                .station
+                .model_dir
+                .as_ref()
+                .map(|d| format!(" in {}", d.display()))
+                .unwrap_or_default()
+        ),
+        None => Ok((
+            exact(),
+            match &config.station.model_dir {
+                Some(d) => format!(
+                    "exact 1-D solver (no trained network in {} yet)",
+                    d.display()
+                ),
+                None => "exact 1-D solver (the station config names no trained network)".into(),
+            },
+        )),
+    }
 }
 
 fn demo_station_dir() -> PathBuf {
@@ -104,9 +166,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
+    // the network is loaded and checked against the region before anything starts, too
+    let (traveltimes, traveltimes_what) = locator_traveltimes(&config, &args.traveltimes)?;
     if args.check {
         println!(
-            "{}: ok (region {}, {} stations; ingest {}, stream {}, http {}; store {})",
+            "{}: ok (region {}, {} stations; ingest {}, stream {}, http {}; store {}; traveltimes {})",
             args.config.as_deref().unwrap_or(Path::new("-")).display(),
             config.station.name,
             config.station.inventory.len(),
@@ -118,6 +182,7 @@ pub fn run(args: Args) -> Result<()> {
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "in memory".into()),
+            traveltimes_what,
         );
         return Ok(());
     }
@@ -128,23 +193,30 @@ pub fn run(args: Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(config, terms, args.demo, args.demo_events))
+    rt.block_on(serve(
+        config,
+        terms,
+        (traveltimes, traveltimes_what),
+        args.demo,
+        args.demo_events,
+    ))
 }
 
 async fn serve(
     config: ResolvedServeConfig,
     terms: Option<std::sync::Arc<eikoloc::locate::station_terms::StaticTerms>>,
+    (traveltimes, traveltimes_what): (
+        std::sync::Arc<dyn eikoloc::traveltime::TraveltimeModel>,
+        String,
+    ),
     demo: bool,
     demo_events: Option<usize>,
 ) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let addrs = listeners.addresses();
-    let exact: std::sync::Arc<dyn eikoloc::traveltime::TraveltimeModel> = std::sync::Arc::new(
-        eikoloc::traveltime::LayeredExact::new(config.station.velocity.clone()),
-    );
     let engine = daemon::engine::build_with_terms(
         &config.station,
-        exact,
+        traveltimes,
         daemon::engine::associator_config(&config.station),
         terms,
     )
@@ -171,6 +243,7 @@ async fn serve(
         addrs.stream
     );
     println!("  http    http://{}/events  /healthz  /metrics", addrs.http);
+    println!("  traveltimes  {traveltimes_what}");
     if let Some(p) = &config.store_path {
         println!("  store   {}", p.display());
     }

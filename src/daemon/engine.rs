@@ -1,8 +1,10 @@
 //! The service's science: the streaming [`Associator`] and the SVGD locator
 //! ([`crate::locate::locate`]) behind the pipeline's [`Association`] and [`Locator`] traits.
 //!
-//! Traveltimes come from the exact 1-D layered solver of the configured velocity model
-//! ([`LayeredExact`]), tabulated for the locator ([`RadialTableModel`]).
+//! The associator's traveltimes come from the exact 1-D layered solver of the configured
+//! velocity model ([`LayeredExact`]); the locator's from the region's trained network when
+//! there is one ([`configured_network`]), else from the same exact solver, tabulated
+//! ([`RadialTableModel`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,31 @@ const ID_MARGIN_S: f64 = 60.0;
 pub fn build(station: &ResolvedStationConfig) -> Result<Engine, String> {
     let exact: Arc<dyn TraveltimeModel> = Arc::new(LayeredExact::new(station.velocity.clone()));
     build_with(station, exact, associator_config(station))
+}
+
+/// The trained network the station config names (`model = ...`), checked against the
+/// config: `Ok(None)` when it names none or the folder holds no model yet (`manifest.json`);
+/// an error naming the folder when the model cannot be read or was trained for another
+/// velocity model or a box that does not cover the stations and the search region.
+pub fn configured_network(
+    station: &ResolvedStationConfig,
+) -> Result<Option<crate::traveltime::PinnModel>, String> {
+    let Some(dir) = &station.model_dir else {
+        return Ok(None);
+    };
+    if !dir.join("manifest.json").is_file() {
+        return Ok(None);
+    }
+    let model = crate::traveltime::PinnModel::load(dir)
+        .map_err(|e| format!("region {}: trained network: {e}", station.name))?;
+    let needed = crate::traveltime::pinn::ModelBounds::for_config(station);
+    model
+        .check_compatible(
+            &crate::velocity::VelocityModel::content_hash(&station.velocity),
+            &needed,
+        )
+        .map_err(|e| format!("region {}: {e}", station.name))?;
+    Ok(Some(model))
 }
 
 /// The associator's settings for a region: its defaults, searching the configured box, but
@@ -119,12 +146,18 @@ pub fn build_with_terms(
         .iter()
         .flat_map(|p| corners.map(|(x, y)| (x - p.x_km).hypot(y - p.y_km)))
         .fold(0.0, f64::max);
+    // a network ends at its box (which covers r_max, or the loader refused it): the grid's
+    // last nodes sit exactly on its edges in distance and depth
+    let r_table = (r_max + 1.0)
+        .min(400.0)
+        .min(locate_model.max_distance_km().unwrap_or(f64::INFINITY));
     let grid = TableGrid {
-        r_max_km: (r_max + 1.0).min(400.0),
-        dr_km: 0.5,
+        r_max_km: r_table,
+        dr_km: r_table / (r_table / 0.5).ceil().max(1.0),
         z_min_km: search.z_min_km,
         z_max_km: b.z_max_km,
-        dz_km: 0.25,
+        dz_km: (b.z_max_km - search.z_min_km)
+            / ((b.z_max_km - search.z_min_km) / 0.25).ceil().max(1.0),
     };
     let table: Arc<dyn TraveltimeModel> = Arc::new(
         RadialTableModel::build(locate_model, grid, &receivers)

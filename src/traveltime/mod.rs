@@ -68,6 +68,12 @@ pub trait TraveltimeModel: Send + Sync {
         receiver: LocalPoint,
     ) -> Result<f64, TraveltimeError>;
 
+    /// Largest epicentral distance the model answers, km (None: no limit). A trained
+    /// network ends at its box; a table over it must not reach past that.
+    fn max_distance_km(&self) -> Option<f64> {
+        None
+    }
+
     /// Traveltime and dT/dsource. The default is a central difference with a 1 m step;
     /// implementations with an analytic gradient override it.
     fn traveltime_and_gradient(
