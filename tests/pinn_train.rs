@@ -647,3 +647,43 @@ fn adaptive_batch_concentrates_on_the_nets_largest_errors() {
         "power 2: {s2}, power 8: {s8}"
     );
 }
+
+/// The tail-weighted time term is (mean |r|^p)^(2/p) of the relative time errors r (the
+/// mean square at p = 2), computed here from the net's forward pass and the batch's reference;
+/// it never falls below the mean square.
+#[test]
+fn time_loss_power_is_the_p_norm_of_the_relative_errors() {
+    let cfg = small_config("power", 10, vec![16, 16], PhaseMode::Separate);
+    let device = Device::flex().autodiff();
+    device.seed(21);
+    let net = TauNet::new(&cfg.architecture.widths(), &device);
+    let b = oracle_batch(&cfg, Phase::P, 512, 8);
+    let tau = net
+        .forward(tensor2(b.x.clone(), b.n, b.d_in, &device))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let r: Vec<f64> = (0..b.n)
+        .map(|i| (tau[i] as f64 - b.tau_ref[i] as f64) / b.tau_ref[i] as f64)
+        .collect();
+    let norm = |p: f64| (r.iter().map(|x| x.abs().powf(p)).sum::<f64>() / b.n as f64).powf(2.0 / p);
+    let mut st = cfg.settings.clone();
+    let mut l_time = |p: f64| {
+        st.time_loss_power = p;
+        let (_, lt, _, _) =
+            eikoloc::pinn::training::loss(&net, &b, &cfg.architecture, &st, &device);
+        lt.into_scalar::<f32>() as f64
+    };
+    let (l2, l6) = (l_time(2.0), l_time(6.0));
+    assert!(
+        (l2 - norm(2.0)).abs() <= 1e-4 * norm(2.0),
+        "{l2} vs {}",
+        norm(2.0)
+    );
+    assert!(
+        (l6 - norm(6.0)).abs() <= 1e-3 * norm(6.0),
+        "{l6} vs {}",
+        norm(6.0)
+    );
+    assert!(l6 > l2);
+}

@@ -89,6 +89,10 @@ pub struct Args {
     /// Weight of the eikonal residual at the receiver.
     #[arg(long)]
     pub w_eikonal: Option<f64>,
+    /// Power p of the supervised time term, (mean |relative error|^p)^(2/p), 2 to 16: 2 is
+    /// the mean square; a larger p weighs the largest errors more.
+    #[arg(long, default_value_t = 2.0)]
+    pub time_loss_power: f64,
     /// Fraction of collocation points drawn close to the source (distance ~ u^3), 0..1.
     #[arg(long)]
     pub frac_near_source: Option<f64>,
@@ -237,6 +241,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.lbfgs_adaptive_power
         );
     }
+    if !(2.0..=16.0).contains(&a.time_loss_power) {
+        bail!("--time-loss-power {}: expected 2 to 16", a.time_loss_power);
+    }
+    settings.time_loss_power = a.time_loss_power;
     settings.lbfgs_adaptive_frac = a.lbfgs_adaptive;
     settings.lbfgs_adaptive_pool = a.lbfgs_adaptive_pool;
     settings.lbfgs_adaptive_power = a.lbfgs_adaptive_power;

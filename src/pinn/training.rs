@@ -77,6 +77,7 @@ pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
         lbfgs_adaptive_frac: 0.0,
         lbfgs_adaptive_pool: 4,
         lbfgs_adaptive_power: 1.0,
+        time_loss_power: 2.0,
         wall_time_s: 0.0,
     }
 }
@@ -305,7 +306,16 @@ pub fn loss(
     let dt = dt0 * tau.clone().repeat_dim(0, k) + t0.repeat_dim(0, k) * dtau;
 
     let tau_ref = tensor2(b.tau_ref.clone(), 1, n, device);
-    let l_time = ((tau - tau_ref.clone()) / tau_ref).powi_scalar(2).mean();
+    let rel = (tau - tau_ref.clone()) / tau_ref;
+    let l_time = if s.time_loss_power > 2.0 {
+        // (mean |r|^p)^(2/p): the units of the mean square, the weight of a higher norm
+        rel.abs()
+            .powf_scalar(s.time_loss_power)
+            .mean()
+            .powf_scalar(2.0 / s.time_loss_power)
+    } else {
+        rel.powi_scalar(2).mean()
+    };
 
     let sup = sup_dirs(arch.inputs);
     let g_pred = Tensor::cat(sup.iter().map(|&j| dt.clone().narrow(0, j, 1)).collect(), 0);

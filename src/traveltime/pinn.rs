@@ -394,6 +394,10 @@ pub struct TrainingSettings {
     /// Candidates are chosen with probability proportional to |T - T_ref|^power.
     #[serde(default)]
     pub lbfgs_adaptive_power: f64,
+    /// Power p of the supervised time term: (mean |relative error|^p)^(2/p); 2 (or 0, older
+    /// manifests) is the mean square, a larger p weighs the tail (the p99) more.
+    #[serde(default)]
+    pub time_loss_power: f64,
     /// Wall-clock training time, s (filled in after training).
     #[serde(default)]
     pub wall_time_s: f64,
