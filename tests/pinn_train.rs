@@ -386,12 +386,14 @@ fn small_model_meets_check_thresholds() {
     }
 }
 
-/// A fixed batch of `n` collocation points for one phase of the gradient oracle, with a
-/// straight-ray T0 so that the target tau is not constant.
-fn oracle_batch(cfg: &TrainConfig, phase: Phase, n: usize, seed: u64) -> Batch {
-    let (m, oracle) = gradient_oracle();
-    let vref = reference_velocities(&m, &cfg.bounds);
-    let sampler = Sampler {
+/// The collocation sampler over the gradient oracle `m` / `oracle`, with a straight-ray T0.
+fn oracle_sampler<'a>(
+    cfg: &TrainConfig,
+    m: &'a GradientModel,
+    oracle: &'a AnalyticModel,
+) -> Sampler<'a> {
+    let vref = reference_velocities(m, &cfg.bounds);
+    Sampler {
         inputs: cfg.architecture.inputs,
         phase_mode: cfg.architecture.phase_mode,
         bounds: cfg.bounds,
@@ -400,9 +402,16 @@ fn oracle_batch(cfg: &TrainConfig, phase: Phase, n: usize, seed: u64) -> Batch {
         interfaces_km: vec![],
         frac_near_source: 0.2,
         frac_near_interface: 0.0,
-        reference: &oracle,
-        velocity: &m,
-    };
+        reference: oracle,
+        velocity: m,
+    }
+}
+
+/// A fixed batch of `n` collocation points for one phase of the gradient oracle, with a
+/// straight-ray T0 so that the target tau is not constant.
+fn oracle_batch(cfg: &TrainConfig, phase: Phase, n: usize, seed: u64) -> Batch {
+    let (m, oracle) = gradient_oracle();
+    let sampler = oracle_sampler(cfg, &m, &oracle);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     sampler.sample(&[phase], n, &mut rng).unwrap()
 }
@@ -587,19 +596,7 @@ fn adaptive_batch_concentrates_on_the_nets_largest_errors() {
     device.seed(13);
     let net = TauNet::new(&cfg.architecture.widths(), &device);
     let (m, oracle) = gradient_oracle();
-    let vref = reference_velocities(&m, &cfg.bounds);
-    let sampler = Sampler {
-        inputs: cfg.architecture.inputs,
-        phase_mode: cfg.architecture.phase_mode,
-        bounds: cfg.bounds,
-        scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
-        background: AnalyticModel::new(Background::Straight.medium(vref).unwrap()),
-        interfaces_km: vec![],
-        frac_near_source: 0.2,
-        frac_near_interface: 0.0,
-        reference: &oracle,
-        velocity: &m,
-    };
+    let sampler = oracle_sampler(&cfg, &m, &oracle);
     let rng = |s| rand_chacha::ChaCha8Rng::seed_from_u64(s);
     let mut st = cfg.settings.clone();
     st.lbfgs_adaptive_frac = 0.0;

@@ -209,25 +209,30 @@ fn serve_check_names_the_traveltime_source() {
             .output()
             .unwrap()
     };
-    let o = run(&["serve", "deploy/serve.toml", "--check"]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // stdout of a run that must succeed
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {out} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let out = ok(&["serve", "deploy/serve.toml", "--check"]);
     assert!(
         out.contains("traveltimes network") && out.contains("trained-models/demo"),
         "{out}"
     );
-    let o = run(&[
+    let out = ok(&[
         "serve",
         "deploy/serve.toml",
         "--check",
         "--traveltimes",
         "exact",
     ]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("traveltimes exact 1-D solver"));
+    assert!(out.contains("traveltimes exact 1-D solver"), "{out}");
 
     // a copy of the demo region whose model folder holds nothing yet
     let tmp = tempfile::tempdir().unwrap();
@@ -243,13 +248,7 @@ fn serve_check_names_the_traveltime_source() {
     let serve = tmp.path().join("serve.toml");
     std::fs::write(&serve, "station_config = \"region\"\n").unwrap();
     let serve = serve.to_str().unwrap();
-    let o = run(&["serve", serve, "--check"]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = ok(&["serve", serve, "--check"]);
     assert!(
         out.contains("exact 1-D solver (no trained network in"),
         "{out}"

@@ -117,6 +117,23 @@ pub struct LossRecord {
     pub elapsed_s: f64,
 }
 
+impl LossRecord {
+    /// A row for `step` at learning rate `lr` with zero losses, not validated.
+    fn empty(step: usize, lr: f64) -> Self {
+        Self {
+            step,
+            lr,
+            loss: 0.0,
+            loss_time: 0.0,
+            loss_grad: 0.0,
+            loss_eikonal: 0.0,
+            val_rmae: [f64::NAN; 2],
+            val_p99_s: [f64::NAN; 2],
+            elapsed_s: 0.0,
+        }
+    }
+}
+
 /// Progress of a running training, for a progress bar.
 pub struct Progress<'a> {
     /// Steps done (Adam steps, then L-BFGS iterations).
@@ -434,17 +451,7 @@ pub fn train(
     for step in 1..=st.steps {
         let frac = (step - 1) as f64 / st.steps.max(2).saturating_sub(1) as f64;
         let lr = st.lr_start * (st.lr_end / st.lr_start).powf(frac);
-        let mut rec = LossRecord {
-            step,
-            lr,
-            loss: 0.0,
-            loss_time: 0.0,
-            loss_grad: 0.0,
-            loss_eikonal: 0.0,
-            val_rmae: [f64::NAN; 2],
-            val_p99_s: [f64::NAN; 2],
-            elapsed_s: 0.0,
-        };
+        let mut rec = LossRecord::empty(step, lr);
         for (g, group) in groups.iter().enumerate() {
             if pools[g].is_empty() {
                 // a new epoch: fresh collocation points for the next `spe` steps
@@ -559,17 +566,7 @@ fn fine_tune(
     let mut done = 0;
     while done < st.lbfgs_iters {
         let iters = per_round.min(st.lbfgs_iters - done);
-        let mut rec = LossRecord {
-            step: 0,
-            lr: 0.0,
-            loss: 0.0,
-            loss_time: 0.0,
-            loss_grad: 0.0,
-            loss_eikonal: 0.0,
-            val_rmae: [f64::NAN; 2],
-            val_p99_s: [f64::NAN; 2],
-            elapsed_s: 0.0,
-        };
+        let mut rec = LossRecord::empty(0, 0.0);
         let mut stalled = true;
         for (g, group) in groups.iter().enumerate() {
             let batch = adaptive_batch(sampler, &nets[g], group, batch_n, st, device, rng)?;
