@@ -572,14 +572,18 @@ fn growing_batch_is_geometric_from_start_to_end() {
     assert!((2..=101).all(|k| batch_at(&s, k) >= batch_at(&s, k - 1)));
 }
 
+/// The net's tau at every point of `b` (burn's forward pass).
+fn batch_tau(net: &TauNet, b: &Batch, device: &Device) -> Vec<f32> {
+    net.forward(tensor2(b.x.clone(), b.n, b.d_in, device))
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
 /// |T - T_ref| of `net` at every point of `b`, s (the reference times are the analytic
 /// oracle's).
 fn abs_time_errors(net: &TauNet, b: &Batch, device: &Device) -> Vec<f64> {
-    let tau = net
-        .forward(tensor2(b.x.clone(), b.n, b.d_in, device))
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let tau = batch_tau(net, b, device);
     (0..b.n)
         .map(|i| (b.t0[i] as f64 * tau[i] as f64 - b.t_ref[i]).abs())
         .collect()
@@ -655,11 +659,7 @@ fn time_loss_power_is_the_p_norm_of_the_relative_errors() {
     device.seed(21);
     let net = TauNet::new(&cfg.architecture.widths(), &device);
     let b = oracle_batch(&cfg, Phase::P, 512, 8);
-    let tau = net
-        .forward(tensor2(b.x.clone(), b.n, b.d_in, &device))
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let tau = batch_tau(&net, &b, &device);
     let r: Vec<f64> = (0..b.n)
         .map(|i| (tau[i] as f64 - b.tau_ref[i] as f64) / b.tau_ref[i] as f64)
         .collect();
