@@ -11,15 +11,16 @@ use eikoloc::pinn::data::{Batch, Sampler};
 use eikoloc::pinn::lbfgs::{flatten, lbfgs_round, loss_and_gradient, n_params, unflatten};
 use eikoloc::pinn::model::{tensor2, TauNet};
 use eikoloc::pinn::training::{
-    adaptive_batch, batch_at, default_settings, reference_velocities, TrainConfig, TrainInputs,
-    Trained,
+    adaptive_batch, batch_at, default_settings, fit_background, reference_velocities, TrainConfig,
+    TrainInputs, Trained,
 };
+use eikoloc::traveltime::layered_exact::LayeredExact;
 use eikoloc::traveltime::pinn::{
     Architecture, Background, InputKind, InputScaling, ModelBounds, PhaseMode, VelocityInfo,
 };
 use eikoloc::traveltime::pinn_check::validate;
 use eikoloc::traveltime::{AnalyticModel, PinnModel, Receiver, TimeAndGradient, TraveltimeModel};
-use eikoloc::velocity::GradientModel;
+use eikoloc::velocity::{GradientModel, Layer, LayeredModel};
 use rand::{Rng, SeedableRng};
 
 fn inputs(n: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -199,6 +200,7 @@ fn train_small(cfg: &TrainConfig) -> Trained {
         velocity_info: VelocityInfo::gradient(&m),
         reference: &oracle,
         interfaces_km: vec![],
+        branches: None,
     };
     eikoloc::pinn::train(cfg, &inputs, &mut |_| {}).expect("training")
 }
@@ -404,6 +406,8 @@ fn oracle_sampler<'a>(
         frac_near_interface: 0.0,
         reference: oracle,
         velocity: m,
+        branches: None,
+        branch_window: 0.0,
     }
 }
 
@@ -667,8 +671,7 @@ fn time_loss_power_is_the_p_norm_of_the_relative_errors() {
     let mut st = cfg.settings.clone();
     let mut l_time = |p: f64| {
         st.time_loss_power = p;
-        let (_, lt, _, _) =
-            eikoloc::pinn::training::loss(&net, &b, &cfg.architecture, &st, &device);
+        let lt = eikoloc::pinn::training::loss(&net, &b, &cfg.architecture, &st, &device).time;
         lt.into_scalar::<f32>() as f64
     };
     let (l2, l6) = (l_time(2.0), l_time(6.0));
@@ -683,4 +686,310 @@ fn time_loss_power_is_the_p_norm_of_the_relative_errors() {
         norm(6.0)
     );
     assert!(l6 > l2);
+}
+
+/// Two layers over a half-space (P 5 / 6 / 7 km/s, interfaces at 4 and 10 km), for the
+/// branch term: closed-form direct and head-wave times are known when both end points lie in
+/// the top layer.
+fn two_interface_model() -> (LayeredModel, LayeredExact) {
+    let l = |z: f64, vp: f64| Layer {
+        depth_top_km: z,
+        vp_km_s: vp,
+        vs_km_s: vp / 1.75,
+    };
+    let m = LayeredModel::new(vec![l(0.0, 5.0), l(4.0, 6.0), l(10.0, 7.0)]).unwrap();
+    let ex = LayeredExact::new(m.clone());
+    (m, ex)
+}
+
+fn branch_config(steps: usize) -> TrainConfig {
+    let mut cfg = small_config("branches", steps, vec![24, 24], PhaseMode::Separate);
+    cfg.architecture.heads = 3;
+    cfg.bounds.source_depth_max_km = 15.0;
+    cfg.bounds.receiver_depth_min_km = -1.5;
+    cfg.bounds.receiver_depth_max_km = 0.0;
+    cfg.settings.branch_heads = true;
+    cfg
+}
+
+/// The trainer's own sampler for the branch tests (its T0, so that heads compare with targets).
+fn branch_sampler<'a>(cfg: &TrainConfig, m: &'a LayeredModel, ex: &'a LayeredExact) -> Sampler<'a> {
+    let vref = reference_velocities(m, &cfg.bounds);
+    let background = fit_background(m, &cfg.bounds, cfg.settings.gradient_background)
+        .medium(vref)
+        .unwrap();
+    Sampler {
+        inputs: cfg.architecture.inputs,
+        phase_mode: cfg.architecture.phase_mode,
+        bounds: cfg.bounds,
+        scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
+        background: AnalyticModel::new(background),
+        interfaces_km: vec![4.0, 10.0],
+        frac_near_source: 0.2,
+        frac_near_interface: 0.3,
+        reference: ex,
+        velocity: m,
+        branches: Some(ex),
+        branch_window: cfg.settings.branch_window,
+    }
+}
+
+/// The branch targets are the separate paths, grouped by the deepest layer they travel in:
+/// for end points in the top layer, head 0 is the straight direct ray and head j the head
+/// wave on the top of layer j, r / v_j + the closed-form delay of the two legs
+/// (h_s + h_r) cos(i_c) / v_0, present from the critical distance (h_s + h_r) tan(i_c) on; for
+/// a source in layer j the direct ray is head j and the heads of shallower layers are absent
+/// (their target is the first arrival); the first arrival is the smallest present path.
+#[test]
+fn branch_targets_are_the_layered_paths() {
+    let mut cfg = branch_config(1);
+    cfg.settings.branch_window = 10.0; // every existing path is fitted: the mask is existence
+    let (m, ex) = two_interface_model();
+    let sampler = branch_sampler(&cfg, &m, &ex);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let b = sampler.sample(&[Phase::P], 3000, &mut rng).unwrap();
+    assert_eq!(b.n_branches, 3);
+    let (v, tops) = ([5.0, 6.0, 7.0], [0.0, 4.0, 10.0]);
+    let (mut checked_head, mut checked_deep) = (0, 0);
+    for i in 0..b.n {
+        let t = |j: usize| b.branch_tau[i * 3 + j] as f64 * b.t0[i] as f64;
+        let present = |j: usize| b.branch_mask[i * 3 + j] == 1.0;
+        // undo the input scaling: r, z_s, z_r
+        let c = |j: usize| {
+            sampler.scaling.center_km[j]
+                + b.x[i * b.d_in + j] as f64 * sampler.scaling.half_width_km[j]
+        };
+        let (r, zs, zr) = (c(0), c(1), c(2));
+        let first = (0..3)
+            .filter(|&j| present(j))
+            .map(t)
+            .fold(f64::INFINITY, f64::min);
+        assert!((first - b.t_ref[i]).abs() <= 2e-5 * b.t_ref[i], "row {i}");
+        for j in 0..3 {
+            assert!(
+                t(j) >= b.t_ref[i] * (1.0 - 2e-5),
+                "row {i} path {j} below the first arrival"
+            );
+        }
+        let direct = ex.arrivals(Phase::P, r, zs, zr).unwrap()[0];
+        if zs < 3.9 {
+            assert!(present(0), "row {i}: the direct ray always exists");
+            let straight = r.hypot(zs - zr) / v[0];
+            assert!(
+                (t(0) - straight).abs() <= 2e-5 * straight,
+                "row {i}: {} vs {straight}",
+                t(0)
+            );
+            // head wave on the top of layer 1 (legs in layer 0 only)
+            let p = 1.0 / v[1];
+            let ic = (v[0] * p).asin();
+            let h = 2.0 * tops[1] - zs - zr;
+            let x_crit = h * ic.tan();
+            if r > x_crit * 1.001 {
+                let head = r * p + h * ic.cos() / v[0];
+                assert!(present(1), "row {i}: r {r} beyond {x_crit}");
+                assert!(
+                    (t(1) - head).abs() <= 2e-5 * head,
+                    "row {i}: {} vs {head}",
+                    t(1)
+                );
+                checked_head += 1;
+            } else if r < x_crit * 0.999 {
+                assert!(!present(1), "row {i}: r {r} before {x_crit}");
+            }
+        } else if zs > 4.1 {
+            // no path from a source in layer 1 or 2 bottoms in a shallower layer
+            let layer = if zs < 10.0 { 1 } else { 2 };
+            for j in 0..layer {
+                assert!(!present(j), "row {i}: zs {zs} head {j}");
+                assert_eq!(b.branch_tau[i * 3 + j], b.tau_ref[i]);
+            }
+            assert!(present(layer));
+            if !(9.9..=10.1).contains(&zs) {
+                assert!(
+                    (t(layer) - direct.t_s).abs() <= 2e-5 * direct.t_s,
+                    "row {i}: the direct ray from layer {layer} is head {layer}"
+                );
+            }
+            checked_deep += 1;
+        }
+    }
+    assert!(
+        checked_head > 100 && checked_deep > 500,
+        "{checked_head} {checked_deep}"
+    );
+}
+
+/// The branch loss against an f64 computation from the raw heads: the time term is the mean
+/// over points of the sum over heads of the squared relative error where the path exists,
+/// the hinge term the same sum of (margin - relative error)+^2 where it does not; the total
+/// weighs the hinge by w_hinge.
+#[test]
+fn branch_loss_is_the_fit_plus_hinge_of_every_head() {
+    let cfg = branch_config(1);
+    let (m, ex) = two_interface_model();
+    let sampler = branch_sampler(&cfg, &m, &ex);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    let b = sampler.sample(&[Phase::S], 600, &mut rng).unwrap();
+    let device = Device::flex().autodiff();
+    device.seed(21);
+    let net = TauNet::new(&cfg.architecture.widths(), &device);
+    let heads = raw_heads(&net, &b.x, b.n, b.d_in, &device);
+    let mut st = cfg.settings.clone();
+    st.branch_margin = 0.05;
+    let (mut fit, mut hinge) = (0.0, 0.0);
+    let (mut fits, mut hinges) = (0, 0);
+    for i in 0..b.n {
+        for j in 0..3 {
+            let r =
+                (heads[i * 3 + j] as f64 - b.branch_tau[i * 3 + j] as f64) / b.tau_ref[i] as f64;
+            if b.branch_mask[i * 3 + j] == 1.0 {
+                fit += r * r;
+                fits += 1;
+            } else {
+                hinge += (st.branch_margin - r).max(0.0).powi(2);
+                hinges += 1;
+            }
+        }
+    }
+    let (fit, hinge) = (fit / b.n as f64, hinge / b.n as f64);
+    assert!(fits > 0 && hinges > 0 && hinge > 0.0);
+    let terms = eikoloc::pinn::training::loss(&net, &b, &cfg.architecture, &st, &device);
+    let got = |t: burn::tensor::Tensor<1>| t.into_scalar::<f32>() as f64;
+    let (got_fit, got_hinge) = (got(terms.time), got(terms.branch));
+    assert!((got_fit - fit).abs() <= 1e-4 * fit, "{got_fit} vs {fit}");
+    assert!(
+        (got_hinge - hinge).abs() <= 1e-4 * hinge,
+        "{got_hinge} vs {hinge}"
+    );
+    let total = |w: f64| {
+        let mut st = st.clone();
+        st.w_hinge = w;
+        got(eikoloc::pinn::training::loss(&net, &b, &cfg.architecture, &st, &device).total)
+    };
+    let (t0, t2) = (total(0.0), total(2.0));
+    assert!(
+        (t2 - t0 - 2.0 * hinge).abs() <= 1e-3 * t2,
+        "{t0} {t2} {hinge}"
+    );
+}
+
+/// Trained with the branch term, each head learns its path: where the head wave on the
+/// 10 km interface arrives first (clearly past the crossover) head 2 wins the min, where the
+/// direct ray does, head 0; and the net's times match the layered solver.
+#[test]
+fn branch_heads_learn_their_paths() {
+    let cfg = {
+        let mut c = branch_config(500);
+        c.settings.lbfgs_iters = 150;
+        c.settings.lbfgs_batch = 2048;
+        c
+    };
+    let (m, ex) = two_interface_model();
+    let inputs = TrainInputs {
+        velocity: &m,
+        velocity_info: VelocityInfo::layered(&m),
+        reference: &ex,
+        interfaces_km: vec![4.0, 10.0],
+        branches: Some(&ex),
+    };
+    let trained = eikoloc::pinn::train(&cfg, &inputs, &mut |_| {}).expect("training");
+    let device = Device::flex().autodiff();
+    // targets for every existing path (not only those near the first arrival)
+    let mut every = cfg.clone();
+    every.settings.branch_window = 10.0;
+    let sampler = branch_sampler(&every, &m, &ex);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(77);
+    let b = sampler.sample(&[Phase::P], 4000, &mut rng).unwrap();
+    let heads = raw_heads(&trained.nets[0], &b.x, b.n, b.d_in, &device);
+    let win = argmin_rows(&heads, 3);
+    let (mut right, mut total) = (0, 0);
+    for (i, &won) in win.iter().enumerate() {
+        let t = |j: usize| b.branch_tau[i * 3 + j] as f64;
+        let present = |j: usize| b.branch_mask[i * 3 + j] == 1.0;
+        // the exact first path, when it leads the runner-up by 3 %
+        let mut order: Vec<usize> = (0..3).filter(|&j| present(j)).collect();
+        order.sort_by(|&a, &c| t(a).total_cmp(&t(c)));
+        if order.len() < 2 || t(order[1]) < 1.03 * t(order[0]) {
+            continue;
+        }
+        total += 1;
+        right += usize::from(won == order[0]);
+    }
+    assert!(total > 500, "{total}");
+    assert!(
+        right as f64 >= 0.95 * total as f64,
+        "the expected head won {right} of {total}"
+    );
+    let model = trained.evaluator().unwrap();
+    let rep = validate(&model, &ex, 2000, 5).unwrap();
+    for p in &rep.phases {
+        assert!(p.rmae < 0.01, "{}: RMAE {}", p.phase, p.rmae);
+    }
+    assert!(trained.manifest.training.branch_heads);
+    assert_eq!(trained.manifest.architecture.heads, 3);
+}
+
+/// The trainer refuses a branch term it cannot honour: a head count other than the model's
+/// paths, or no layered solver to name the paths.
+#[test]
+fn branch_term_needs_one_head_per_path_and_a_layered_model() {
+    let (m, ex) = two_interface_model();
+    let mut cfg = branch_config(2);
+    cfg.architecture.heads = 2;
+    let inputs = TrainInputs {
+        velocity: &m,
+        velocity_info: VelocityInfo::layered(&m),
+        reference: &ex,
+        interfaces_km: vec![4.0, 10.0],
+        branches: Some(&ex),
+    };
+    let err = eikoloc::pinn::train(&cfg, &inputs, &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("3 needed"), "{err}");
+    cfg.architecture.heads = 3;
+    let no_layers = TrainInputs {
+        branches: None,
+        ..inputs
+    };
+    let err = eikoloc::pinn::train(&cfg, &no_layers, &mut |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("layered"), "{err}");
+}
+
+/// `eikoloc train --branch-heads` sizes the heads itself and refuses a contradicting
+/// `--heads` or an out-of-range window, naming the option, before any training starts.
+#[test]
+fn train_cli_refuses_inconsistent_branch_heads() {
+    let dir = std::env::temp_dir().join(format!("eikoloc-branch-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("velocity.csv");
+    std::fs::write(
+        &csv,
+        "depth_top_km,vp_km_s,vs_km_s\n0,5.0,2.9\n4,6.0,3.5\n10,7.0,4.0\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eikoloc"))
+            .args([
+                "train",
+                "--velocity",
+                csv.to_str().unwrap(),
+                "--branch-heads",
+            ])
+            .args(["--out", dir.join("out").to_str().unwrap()])
+            .args(extra)
+            .output()
+            .expect("run eikoloc");
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--heads", "2"]);
+    assert!(err.contains("--heads 2") && err.contains("3 for"), "{err}");
+    let err = run(&["--branch-window", "20"]);
+    assert!(err.contains("--branch-window 20"), "{err}");
+    assert!(!dir.join("out").exists(), "nothing written on refusal");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -75,8 +75,26 @@ pub struct Args {
     pub arch: String,
     /// Output heads K: tau = min over K heads, so each can learn one traveltime branch (direct
     /// wave, head waves) and the crossover kinks stay sharp; 1 is a plain single-output net.
-    #[arg(long, default_value_t = 1)]
-    pub heads: usize,
+    /// Default: 1, or one per layer with the branch term.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Branch heads: one head per layer of the layered model, fitted to the paths whose
+    /// deepest layer it is (the head wave along its top, the direct ray from inside it) where
+    /// they arrive near the first arrival, and kept above the first arrival elsewhere; tau =
+    /// min(heads) keeps the crossovers' kinks.
+    #[arg(long)]
+    pub branch_heads: bool,
+    /// Weight of the hinge keeping a branch head above the first arrival where its path does
+    /// not exist.
+    #[arg(long, default_value_t = 1.0)]
+    pub w_hinge: f64,
+    /// Relative margin a head keeps above the first arrival where its path does not exist.
+    #[arg(long, default_value_t = 0.002)]
+    pub branch_margin: f64,
+    /// A branch head is fitted to its path only where that path is within this fraction of
+    /// the first arrival (elsewhere only kept above it), 0 to 10.
+    #[arg(long, default_value_t = 0.01)]
+    pub branch_window: f64,
     /// Random seed (initialisation, collocation and validation points).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -211,10 +229,28 @@ fn region_from_config(dir: &std::path::Path, name: Option<String>) -> anyhow::Re
 pub fn run(a: Args) -> anyhow::Result<()> {
     let reg = region(&a)?;
     let mut arch = parse_arch(&a.arch)?;
-    if a.heads == 0 || a.heads > 64 {
-        bail!("--heads {}: expected 1 to 64", a.heads);
+    if !(0.0..=100.0).contains(&a.w_hinge) {
+        bail!("--w-hinge {}: expected 0 to 100", a.w_hinge);
     }
-    arch.heads = a.heads;
+    if !(0.0..=0.1).contains(&a.branch_margin) {
+        bail!("--branch-margin {}: expected 0 to 0.1", a.branch_margin);
+    }
+    let paths = reg.velocity.layers().len();
+    let heads = match a.heads {
+        Some(h) => h,
+        None if a.branch_heads => paths,
+        None => 1,
+    };
+    if heads == 0 || heads > 64 {
+        bail!("--heads {heads}: expected 1 to 64");
+    }
+    if a.branch_heads && heads != paths {
+        bail!(
+            "--heads {heads} with --branch-heads: one head per layer is needed, {paths} for \
+             this {paths}-layer model (leave --heads out)"
+        );
+    }
+    arch.heads = heads;
     let out = a.out.clone().unwrap_or(reg.default_out.clone());
     let mut settings = default_settings(a.steps, a.seed);
     settings.batch_size = a.batch;
@@ -245,6 +281,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("--time-loss-power {}: expected 2 to 16", a.time_loss_power);
     }
     settings.time_loss_power = a.time_loss_power;
+    settings.branch_heads = a.branch_heads;
+    settings.w_hinge = a.w_hinge;
+    settings.branch_margin = a.branch_margin;
+    if !(0.0..=10.0).contains(&a.branch_window) {
+        bail!("--branch-window {}: expected 0 to 10", a.branch_window);
+    }
+    settings.branch_window = a.branch_window;
     settings.lbfgs_adaptive_frac = a.lbfgs_adaptive;
     settings.lbfgs_adaptive_pool = a.lbfgs_adaptive_pool;
     settings.lbfgs_adaptive_power = a.lbfgs_adaptive_power;
@@ -301,6 +344,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         velocity_info: VelocityInfo::layered(&reg.velocity),
         reference: &exact,
         interfaces_km,
+        branches: Some(&exact),
     };
     eprintln!(
         "training {} ({}, {} params per net) for {} -> {}",

@@ -74,11 +74,11 @@ fn fmt_opt(v: f64) -> String {
 
 /// The loss curve as CSV (validation columns empty where not validated).
 pub fn loss_csv(curve: &[LossRecord]) -> String {
-    let mut s = String::from("step,elapsed_s,lr,loss,loss_time,loss_grad,loss_eikonal,val_rmae_p,val_rmae_s,val_p99_p_s,val_p99_s_s\n");
+    let mut s = String::from("step,elapsed_s,lr,loss,loss_time,loss_grad,loss_eikonal,val_rmae_p,val_rmae_s,val_p99_p_s,val_p99_s_s,loss_branch\n");
     for r in curve {
         let _ = writeln!(
             s,
-            "{},{:.3},{:.4e},{:.6e},{:.6e},{:.6e},{:.6e},{},{},{},{}",
+            "{},{:.3},{:.4e},{:.6e},{:.6e},{:.6e},{:.6e},{},{},{},{},{:.6e}",
             r.step,
             r.elapsed_s,
             r.lr,
@@ -89,7 +89,8 @@ pub fn loss_csv(curve: &[LossRecord]) -> String {
             fmt_opt(r.val_rmae[0]),
             fmt_opt(r.val_rmae[1]),
             fmt_opt(r.val_p99_s[0]),
-            fmt_opt(r.val_p99_s[1])
+            fmt_opt(r.val_p99_s[1]),
+            r.loss_branch
         );
     }
     s

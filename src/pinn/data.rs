@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::TrainError;
 use crate::domain::{LocalPoint, Phase};
+use crate::traveltime::layered_exact::{ArrivalPath, LayeredExact};
 use crate::traveltime::pinn::{InputKind, InputScaling, ModelBounds, PhaseMode};
 use crate::traveltime::TraveltimeModel;
 use crate::velocity::VelocityModel;
@@ -35,6 +36,30 @@ pub struct Sampler<'a> {
     pub reference: &'a dyn TraveltimeModel,
     /// Velocity for the eikonal residual.
     pub velocity: &'a dyn VelocityModel,
+    /// The layered solver whose separate paths the heads are fitted to (branch heads; None:
+    /// off). Head j fits the paths whose deepest layer is j (see [`branch_index`]).
+    pub branches: Option<&'a LayeredExact>,
+    /// Paths later than the first arrival by more than this fraction count as absent (the
+    /// hinge only); see [`crate::traveltime::pinn::TrainingSettings::branch_window`].
+    pub branch_window: f64,
+}
+
+/// Heads a branch-headed net needs for `model`: one per layer.
+pub fn branch_count(model: &LayeredExact) -> usize {
+    model.model().layers().len()
+}
+
+/// Which head fits `path`: the index of the deepest layer it travels in, so that one head
+/// holds one smooth family. Layer j carries the head wave along its top and the direct ray
+/// when the deeper end point lies in it (`deeper_layer`); the two join as the end point
+/// crosses the interface (a source just below it sends a nearly horizontal direct ray along
+/// it, the head wave's path). A head wave under a fast lid slides in layer `interface - 1`.
+pub fn branch_index(path: ArrivalPath, deeper_layer: usize) -> usize {
+    match path {
+        ArrivalPath::Direct => deeper_layer,
+        ArrivalPath::HeadBelow { interface } => interface,
+        ArrivalPath::HeadAbove { interface } => interface - 1,
+    }
 }
 
 /// One batch of collocation points, laid out for the loss (all row-major f32).
@@ -66,6 +91,17 @@ pub struct Batch {
     pub phase: Vec<Phase>,
     /// Reference T `[n]`, s.
     pub t_ref: Vec<f64>,
+    /// Heads K of the branch term (0: no branch term).
+    pub n_branches: usize,
+    /// Each path's tau = T_path / T0 where it is fitted (mask 1), else the first arrival's tau,
+    /// `[n, K]` (empty without the branch term).
+    pub branch_tau: Vec<f32>,
+    /// 1 where the path exists and is within the window of the first arrival, else 0,
+    /// `[n, K]`.
+    pub branch_mask: Vec<f32>,
+    /// Each path's reference dT/dc_j for the supervised directions (as `grad_ref`; 0 where
+    /// the path does not exist), `[sup_dirs.len(), n, K]`, s/km.
+    pub branch_grad: Vec<f32>,
 }
 
 /// Coordinates whose derivatives are supervised against the reference (source side).
@@ -98,6 +134,9 @@ struct Geo {
 pub struct Drawn {
     geos: Vec<Geo>,
     refs: Vec<crate::traveltime::TimeAndGradient>,
+    /// Per point, each branch's (T s, dT/dr, dT/dz_source s/km) (T NaN where the path does
+    /// not exist); empty rows without the branch term.
+    branch_t: Vec<Vec<[f64; 3]>>,
 }
 
 impl Drawn {
@@ -116,6 +155,7 @@ impl Drawn {
         Drawn {
             geos: idx.iter().map(|&i| self.geos[i]).collect(),
             refs: idx.iter().map(|&i| self.refs[i]).collect(),
+            branch_t: idx.iter().map(|&i| self.branch_t[i].clone()).collect(),
         }
     }
 
@@ -123,6 +163,7 @@ impl Drawn {
     pub fn extend(&mut self, other: Drawn) {
         self.geos.extend(other.geos);
         self.refs.extend(other.refs);
+        self.branch_t.extend(other.branch_t);
     }
 }
 
@@ -232,7 +273,37 @@ impl Sampler<'_> {
                     .map_err(|e| TrainError::Reference(e.to_string()))?;
             }
         }
-        Ok(Drawn { geos, refs })
+        let branch_t = geos
+            .par_iter()
+            .map(|g| self.branch_times(g))
+            .collect::<Result<_, _>>()?;
+        Ok(Drawn {
+            geos,
+            refs,
+            branch_t,
+        })
+    }
+
+    /// Each path's (T, dT/dr, dT/dz_source) for `g` (T NaN where it does not exist; empty
+    /// without branches).
+    fn branch_times(&self, g: &Geo) -> Result<Vec<[f64; 3]>, TrainError> {
+        let Some(ex) = self.branches else {
+            return Ok(Vec::new());
+        };
+        let r = (g.s.x_km - g.r.x_km).hypot(g.s.y_km - g.r.y_km);
+        let mut t = vec![[f64::NAN; 3]; branch_count(ex)];
+        let deeper = ex.model().layer_index(g.s.z_km.max(g.r.z_km));
+        for a in ex
+            .arrivals(g.phase, r, g.s.z_km, g.r.z_km)
+            .map_err(|e| TrainError::Reference(e.to_string()))?
+        {
+            let slot = &mut t[branch_index(a.path, deeper)];
+            // NaN (no path yet) or a later path of the same family: keep the earlier one
+            if slot[0].is_nan() || a.t_s < slot[0] {
+                *slot = [a.t_s, a.dt_dr_s_per_km, a.dt_dzs_s_per_km];
+            }
+        }
+        Ok(t)
     }
 
     /// The loss's batch for drawn points.
@@ -257,7 +328,20 @@ impl Sampler<'_> {
             v_rec: vec![0.0; n],
             phase: Vec::with_capacity(n),
             t_ref: Vec::with_capacity(n),
+            n_branches: self.branches.map_or(0, branch_count),
+            branch_tau: Vec::new(),
+            branch_mask: Vec::new(),
+            branch_grad: Vec::new(),
         };
+        let nb = bt.n_branches;
+        if nb > 0 && self.inputs != InputKind::Radial1d {
+            return Err(TrainError::Config(
+                "the branch term is implemented for radial1d inputs only".into(),
+            ));
+        }
+        bt.branch_tau.reserve(n * nb);
+        bt.branch_mask.reserve(n * nb);
+        bt.branch_grad = vec![0.0; 2 * n * nb];
         for (i, (g, rf)) in geos.iter().zip(refs).enumerate() {
             let d = [
                 g.s.x_km - g.r.x_km,
@@ -330,6 +414,18 @@ impl Sampler<'_> {
                     .velocity_km_s(g.phase, g.r.x_km, g.r.y_km, g.r.z_km) as f32;
             bt.phase.push(g.phase);
             bt.t_ref.push(rf.t_s);
+            if nb > 0 {
+                for (j, tb) in drawn.branch_t[i].iter().enumerate() {
+                    let exists = tb[0].is_finite() && tb[0] <= rf.t_s * (1.0 + self.branch_window);
+                    bt.branch_tau
+                        .push((if exists { tb[0] } else { rf.t_s } / t0) as f32);
+                    bt.branch_mask.push(if exists { 1.0 } else { 0.0 });
+                    if exists {
+                        bt.branch_grad[i * nb + j] = tb[1] as f32;
+                        bt.branch_grad[(n + i) * nb + j] = tb[2] as f32;
+                    }
+                }
+            }
         }
         Ok(bt)
     }

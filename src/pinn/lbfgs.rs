@@ -83,7 +83,7 @@ pub fn loss_and_gradient(
     device: &Device,
 ) -> Result<(f64, Vec<f64>), TrainError> {
     let net = unflatten(widths, flat, device)?;
-    let (total, _, _, _) = loss(&net, batch, arch, settings, device);
+    let total = loss(&net, batch, arch, settings, device).total;
     let grads = total.backward();
     let value = f64::from(total.detach().into_scalar::<f32>());
     let mut g = Vec::with_capacity(flat.len());

@@ -64,6 +64,18 @@ impl TauNet {
         seeds: Tensor<2>,
         k: usize,
     ) -> (Tensor<2>, Tensor<2>) {
+        let (a, t) = self.forward_heads_with_tangents(x, seeds, k);
+        min_head(a, t, k)
+    }
+
+    /// Every head `[N, K]` and its directional derivatives `[k * N, K]` (as
+    /// [`TauNet::forward_with_tangents`], before the min over heads).
+    pub fn forward_heads_with_tangents(
+        &self,
+        x: Tensor<2>,
+        seeds: Tensor<2>,
+        k: usize,
+    ) -> (Tensor<2>, Tensor<2>) {
         let n = self.layers.len();
         let mut a = x;
         let mut t = seeds;
@@ -79,12 +91,6 @@ impl TauNet {
                 a = z;
                 t = tz;
             }
-        }
-        if self.heads() > 1 {
-            // tau and every tangent follow the winning head of each row
-            let idx = a.clone().argmin(1);
-            t = t.gather(1, idx.clone().repeat_dim(0, k));
-            a = a.gather(1, idx);
         }
         (a, t)
     }
@@ -122,6 +128,18 @@ impl TauNet {
             .collect();
         DenseNet { layers }
     }
+}
+
+/// tau = the smallest head `[N, 1]` and the tangents `[k * N, 1]` of that head, from all
+/// heads `[N, K]` and their tangents `[k * N, K]`.
+pub fn min_head(a: Tensor<2>, t: Tensor<2>, k: usize) -> (Tensor<2>, Tensor<2>) {
+    if a.dims()[1] == 1 {
+        return (a, t);
+    }
+    // tau and every tangent follow the winning head of each row
+    let idx = a.clone().argmin(1);
+    let t = t.gather(1, idx.clone().repeat_dim(0, k));
+    (a.gather(1, idx), t)
 }
 
 /// ELU with alpha 1, written as max(z, 0) + exp(min(z, 0)) - 1.

@@ -5,6 +5,9 @@
 //! - supervised source gradient: (v_source (dT/dc - dT_ref/dc))^2 over the source coordinates;
 //! - eikonal residual at the receiver (EikoNet): (v_receiver |grad_receiver T| - 1)^2.
 //!
+//! With branch heads ([`branch_loss`]) the three terms apply to every head on its own, where
+//! its family of layered paths arrives near the first arrival, plus a hinge elsewhere.
+//!
 //! Learning rate decays exponentially from `lr_start` to `lr_end`; points are redrawn every
 //! `steps_per_epoch` steps.
 
@@ -17,10 +20,11 @@ use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::data::{rec_dirs, sup_dirs, Batch, Sampler};
-use super::model::{tensor2, TauNet};
+use super::data::{branch_count, rec_dirs, sup_dirs, Batch, Sampler};
+use super::model::{min_head, tensor2, TauNet};
 use super::{TrainError, BURN_VERSION};
 use crate::domain::Phase;
+use crate::traveltime::layered_exact::LayeredExact;
 use crate::traveltime::pinn::{
     Architecture, Background, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode,
     PinnManifest, PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
@@ -78,6 +82,10 @@ pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
         lbfgs_adaptive_pool: 4,
         lbfgs_adaptive_power: 1.0,
         time_loss_power: 2.0,
+        branch_heads: false,
+        w_hinge: 1.0,
+        branch_margin: 0.002,
+        branch_window: 0.01,
         wall_time_s: 0.0,
     }
 }
@@ -92,6 +100,9 @@ pub struct TrainInputs<'a> {
     pub reference: &'a dyn TraveltimeModel,
     /// Depths of velocity discontinuities, km.
     pub interfaces_km: Vec<f64>,
+    /// The layered solver's separate paths, for the branch term (needed when
+    /// [`TrainingSettings::w_branch`] > 0; the net then needs one head per path family).
+    pub branches: Option<&'a LayeredExact>,
 }
 
 /// One row of the loss curve.
@@ -109,6 +120,8 @@ pub struct LossRecord {
     pub loss_grad: f64,
     /// Eikonal residual term.
     pub loss_eikonal: f64,
+    /// Branch heads' hinge term (0 without branch heads).
+    pub loss_branch: f64,
     /// Validation RMAE per phase (P, S); NaN when not validated at this step.
     pub val_rmae: [f64; 2],
     /// Validation p99 absolute error per phase, s; NaN when not validated.
@@ -127,11 +140,37 @@ impl LossRecord {
             loss_time: 0.0,
             loss_grad: 0.0,
             loss_eikonal: 0.0,
+            loss_branch: 0.0,
             val_rmae: [f64::NAN; 2],
             val_p99_s: [f64::NAN; 2],
             elapsed_s: 0.0,
         }
     }
+}
+
+impl LossRecord {
+    /// Adds one net's loss terms (detached) to the row.
+    fn add(&mut self, l: LossTerms) {
+        self.loss += scalar(l.total.detach());
+        self.loss_time += scalar(l.time.detach());
+        self.loss_grad += scalar(l.grad.detach());
+        self.loss_eikonal += scalar(l.eikonal.detach());
+        self.loss_branch += scalar(l.branch.detach());
+    }
+}
+
+/// One batch's loss: the weighted total (on the autodiff graph) and its unweighted terms.
+pub struct LossTerms {
+    /// w_time time + w_grad grad + w_eikonal eikonal (+ w_hinge branch).
+    pub total: Tensor<1>,
+    /// Supervised time term.
+    pub time: Tensor<1>,
+    /// Supervised source-gradient term.
+    pub grad: Tensor<1>,
+    /// Eikonal residual term.
+    pub eikonal: Tensor<1>,
+    /// Branch heads' hinge term (zero without branch heads).
+    pub branch: Tensor<1>,
 }
 
 /// Progress of a running training, for a progress bar.
@@ -302,19 +341,24 @@ pub fn batch_at(s: &TrainingSettings, step: usize) -> usize {
     (b.round() as usize).clamp(s.batch_size, s.batch_size_end)
 }
 
-/// Loss terms for one batch: (total, [time, grad, eikonal]) with the total still on the graph.
+/// Loss terms for one batch (see the module docs; with branch heads, [`branch_loss`]).
 pub fn loss(
     net: &TauNet,
     b: &Batch,
     arch: &Architecture,
     s: &TrainingSettings,
     device: &Device,
-) -> (Tensor<1>, Tensor<1>, Tensor<1>, Tensor<1>) {
+) -> LossTerms {
     let (n, k, d) = (b.n, b.k, b.d_in);
     let x = tensor2(b.x.clone(), n, d, device);
     let seeds = tensor2(b.seeds.clone(), k * n, d, device);
+    // every head [n, K] and its tangents [k n, K]
+    let (heads, dheads) = net.forward_heads_with_tangents(x, seeds, k);
+    if s.branch_heads && b.n_branches > 0 && b.n_branches == heads.dims()[1] {
+        return branch_loss(heads, dheads, b, arch, s, device);
+    }
     // [n, 1] and [k n, 1]
-    let (tau, dtau) = net.forward_with_tangents(x, seeds, k);
+    let (tau, dtau) = min_head(heads, dheads, k);
     let tau = tau.reshape([1, n]);
     let dtau = dtau.reshape([k, n]);
     let t0 = tensor2(b.t0.clone(), 1, n, device);
@@ -349,7 +393,82 @@ pub fn loss(
     let total = l_time.clone().mul_scalar(s.w_time)
         + l_grad.clone().mul_scalar(s.w_grad)
         + l_eik.clone().mul_scalar(s.w_eikonal);
-    (total, l_time, l_grad, l_eik)
+    LossTerms {
+        total,
+        time: l_time,
+        grad: l_grad,
+        eikonal: l_eik,
+        branch: Tensor::<1>::zeros([1], device),
+    }
+}
+
+/// The loss of a branch-headed net, smooth in the weights (no min): each head's time,
+/// source-gradient and eikonal terms (as in [`loss`]) where its path exists, summed over heads
+/// and averaged over points, plus the hinge (w_hinge) that keeps every other head at least
+/// `branch_margin` (relative) above the first arrival. Heads `[n, K]`, tangents `[k n, K]`.
+pub fn branch_loss(
+    heads: Tensor<2>,
+    dheads: Tensor<2>,
+    b: &Batch,
+    arch: &Architecture,
+    s: &TrainingSettings,
+    device: &Device,
+) -> LossTerms {
+    let (n, k, kb) = (b.n, b.k, b.n_branches);
+    let mask = tensor2(b.branch_mask.clone(), n, kb, device);
+    let absent = mask.clone().neg() + 1.0;
+    let per_point = |t: Tensor<2>| t.sum_dim(1).mean();
+    let tau_ref = tensor2(b.tau_ref.clone(), n, 1, device).repeat_dim(1, kb);
+    let bt = tensor2(b.branch_tau.clone(), n, kb, device);
+    let rel = (heads.clone() - bt) / tau_ref.clone();
+    let l_time = per_point(rel.powi_scalar(2) * mask.clone());
+    let hinge = ((heads.clone() - tau_ref.clone()) / tau_ref)
+        .neg()
+        .add_scalar(s.branch_margin)
+        .clamp_min(0.0);
+    let l_hinge = per_point(hinge.powi_scalar(2) * absent);
+
+    // dT_k/dc_j = dT0/dc_j head_k + T0 dhead_k/dc_j : [k n, K]
+    let t0 = tensor2(b.t0.clone(), n, 1, device)
+        .repeat_dim(0, k)
+        .repeat_dim(1, kb);
+    let dt0 = tensor2(b.dt0.clone(), k * n, 1, device).repeat_dim(1, kb);
+    let dt = dt0 * heads.repeat_dim(0, k) + t0 * dheads;
+    let dir = |j: usize| dt.clone().narrow(0, j * n, n);
+
+    let sup = sup_dirs(arch.inputs);
+    let v_src = tensor2(b.v_src.clone(), n, 1, device).repeat_dim(1, kb);
+    let mut g_err = Tensor::<2>::zeros([n, kb], device);
+    for (a, &j) in sup.iter().enumerate() {
+        let g_ref = tensor2(
+            b.branch_grad[a * n * kb..(a + 1) * n * kb].to_vec(),
+            n,
+            kb,
+            device,
+        );
+        g_err = g_err + ((dir(j) - g_ref) * v_src.clone()).powi_scalar(2);
+    }
+    let l_grad = per_point(g_err * mask.clone()).div_scalar(sup.len() as f64);
+
+    let rec = rec_dirs(arch.inputs);
+    let mut sq = Tensor::<2>::zeros([n, kb], device);
+    for &j in rec {
+        sq = sq + dir(j).powi_scalar(2);
+    }
+    let v_rec = tensor2(b.v_rec.clone(), n, 1, device).repeat_dim(1, kb);
+    let l_eik = per_point(((sq + 1e-12).sqrt() * v_rec - 1.0).powi_scalar(2) * mask);
+
+    let total = l_time.clone().mul_scalar(s.w_time)
+        + l_grad.clone().mul_scalar(s.w_grad)
+        + l_eik.clone().mul_scalar(s.w_eikonal)
+        + l_hinge.clone().mul_scalar(s.w_hinge);
+    LossTerms {
+        total,
+        time: l_time,
+        grad: l_grad,
+        eikonal: l_eik,
+        branch: l_hinge,
+    }
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
@@ -402,6 +521,24 @@ pub fn train(
             cfg.architecture.activation
         )));
     }
+    let branches = if st.branch_heads {
+        let Some(ex) = inputs.branches else {
+            return Err(TrainError::Config(
+                "branch heads need a layered velocity model".into(),
+            ));
+        };
+        let k = branch_count(ex);
+        if cfg.architecture.heads != k {
+            return Err(TrainError::Config(format!(
+                "branch heads: {k} needed (one per layer of the {k}-layer model), the \
+                 architecture has {}",
+                cfg.architecture.heads
+            )));
+        }
+        Some(ex)
+    } else {
+        None
+    };
     let started = Instant::now();
     let device = Device::flex().autodiff();
     device.seed(st.seed);
@@ -431,6 +568,8 @@ pub fn train(
         frac_near_interface: st.frac_near_interface,
         reference: inputs.reference,
         velocity: inputs.velocity,
+        branches,
+        branch_window: st.branch_window,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(st.seed);
     let val_seed = st.seed.wrapping_add(0x5eed);
@@ -461,12 +600,9 @@ pub fn train(
                 pools[g].reverse();
             }
             let batch = pools[g].pop().expect("pool refilled above");
-            let (total, lt, lg, le) = loss(&nets[g], &batch, &cfg.architecture, st, &device);
-            let grads = total.backward();
-            rec.loss += scalar(total.detach());
-            rec.loss_time += scalar(lt.detach());
-            rec.loss_grad += scalar(lg.detach());
-            rec.loss_eikonal += scalar(le.detach());
+            let terms = loss(&nets[g], &batch, &cfg.architecture, st, &device);
+            let grads = terms.total.backward();
+            rec.add(terms);
             let gp = GradientsParams::from_grads(grads, &nets[g]);
             nets[g] = optims[g].step(lr, nets[g].clone(), gp);
         }
@@ -583,11 +719,7 @@ fn fine_tune(
             )?;
             stalled &= report.iterations == 0;
             nets[g] = super::lbfgs::unflatten(&widths, &best, device)?;
-            let (total, lt, lg, le) = loss(&nets[g], &batch, &cfg.architecture, st, device);
-            rec.loss += scalar(total.detach());
-            rec.loss_time += scalar(lt.detach());
-            rec.loss_grad += scalar(lg.detach());
-            rec.loss_eikonal += scalar(le.detach());
+            rec.add(loss(&nets[g], &batch, &cfg.architecture, st, device));
         }
         done += iters;
         rec.step = st.steps + done;

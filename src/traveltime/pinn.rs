@@ -398,6 +398,25 @@ pub struct TrainingSettings {
     /// manifests) is the mean square, a larger p weighs the tail (the p99) more.
     #[serde(default)]
     pub time_loss_power: f64,
+    /// Branch heads (older manifests read as off): head j is fitted to the paths whose deepest
+    /// layer is j (the head wave along its top, the direct ray from inside it; time, source
+    /// gradient and eikonal residual of each head) wherever such a path exists near the first
+    /// arrival, and kept above the first arrival elsewhere, so tau = min(heads) has the
+    /// crossovers' kinks of the layered solution instead of rounding them.
+    #[serde(default)]
+    pub branch_heads: bool,
+    /// Weight of the hinge that keeps a head above the first arrival where its path does not
+    /// exist (branch heads only).
+    #[serde(default)]
+    pub w_hinge: f64,
+    /// Relative margin of that hinge.
+    #[serde(default)]
+    pub branch_margin: f64,
+    /// A head is fitted to its path only where that path is within this fraction of the
+    /// first arrival; where it is later, only the hinge applies (capacity goes where the
+    /// min can pick the head).
+    #[serde(default)]
+    pub branch_window: f64,
     /// Wall-clock training time, s (filled in after training).
     #[serde(default)]
     pub wall_time_s: f64,
