@@ -32,6 +32,7 @@ fn random_model(hidden: Vec<usize>, inputs: InputKind) -> PinnModel {
         activation: "elu".into(),
         phase_mode: PhaseMode::Separate,
         heads: 1,
+        depth_kinks_km: Vec::new(),
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut flat = Vec::new();

@@ -158,6 +158,7 @@ fn write_artifact(dir: &Path, velocity: VelocityInfo, bounds: ModelBounds) {
         activation: "elu".into(),
         phase_mode: PhaseMode::Separate,
         heads: 1,
+        depth_kinks_km: Vec::new(),
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let mut flat: Vec<f32> = Vec::new();

@@ -38,6 +38,7 @@ fn write_artifact(
         activation: "elu".into(),
         phase_mode: mode,
         heads: 1,
+        depth_kinks_km: Vec::new(),
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
     let mut flat: Vec<f32> = Vec::new();

@@ -176,6 +176,7 @@ fn small_config(name: &str, steps: usize, hidden: Vec<usize>, mode: PhaseMode) -
             activation: "elu".into(),
             phase_mode: mode,
             heads: 1,
+            depth_kinks_km: Vec::new(),
         },
         bounds: ModelBounds {
             max_distance_km: 100.0,
@@ -398,6 +399,7 @@ fn oracle_sampler<'a>(
     Sampler {
         inputs: cfg.architecture.inputs,
         phase_mode: cfg.architecture.phase_mode,
+        depth_kinks_km: cfg.architecture.depth_kinks_km.clone(),
         bounds: cfg.bounds,
         scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
         background: AnalyticModel::new(Background::Straight.medium(vref).unwrap()),
@@ -721,6 +723,7 @@ fn branch_sampler<'a>(cfg: &TrainConfig, m: &'a LayeredModel, ex: &'a LayeredExa
     Sampler {
         inputs: cfg.architecture.inputs,
         phase_mode: cfg.architecture.phase_mode,
+        depth_kinks_km: cfg.architecture.depth_kinks_km.clone(),
         bounds: cfg.bounds,
         scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
         background: AnalyticModel::new(background),
@@ -739,7 +742,8 @@ fn branch_sampler<'a>(cfg: &TrainConfig, m: &'a LayeredModel, ex: &'a LayeredExa
 /// wave on the top of layer j, r / v_j + the closed-form delay of the two legs
 /// (h_s + h_r) cos(i_c) / v_0, present from the critical distance (h_s + h_r) tan(i_c) on; for
 /// a source in layer j the direct ray is head j and the heads of shallower layers are absent
-/// (their target is the first arrival); the first arrival is the smallest present path.
+/// (their target is the first arrival); the first arrival is the smallest present path. The
+/// direct ray's gradient targets (r, z_source and z_receiver) are the straight ray's.
 #[test]
 fn branch_targets_are_the_layered_paths() {
     let mut cfg = branch_config(1);
@@ -774,12 +778,22 @@ fn branch_targets_are_the_layered_paths() {
         let direct = ex.arrivals(Phase::P, r, zs, zr).unwrap()[0];
         if zs < 3.9 {
             assert!(present(0), "row {i}: the direct ray always exists");
-            let straight = r.hypot(zs - zr) / v[0];
+            let dist = r.hypot(zs - zr);
+            let straight = dist / v[0];
             assert!(
                 (t(0) - straight).abs() <= 2e-5 * straight,
                 "row {i}: {} vs {straight}",
                 t(0)
             );
+            // its gradient along r, z_source, z_receiver: the unit vector over v
+            let unit = [r / dist, (zs - zr) / dist, (zr - zs) / dist];
+            for (c, u) in unit.iter().enumerate() {
+                let g = b.branch_grad[(c * b.n + i) * 3] as f64;
+                assert!(
+                    (g - u / v[0]).abs() <= 1e-4 / v[0],
+                    "row {i} coordinate {c}: {g}"
+                );
+            }
             // head wave on the top of layer 1 (legs in layer 0 only)
             let p = 1.0 / v[1];
             let ic = (v[0] * p).asin();
@@ -959,8 +973,9 @@ fn branch_term_needs_one_head_per_path_and_a_layered_model() {
     assert!(err.to_string().contains("layered"), "{err}");
 }
 
-/// `eikoloc train --branch-heads` sizes the heads itself and refuses a contradicting
-/// `--heads` or an out-of-range window, naming the option, before any training starts.
+/// `eikoloc train` (branch heads by default) sizes the heads itself and refuses a
+/// contradicting `--heads` or an out-of-range window, naming the option, before any
+/// training starts.
 #[test]
 fn train_cli_refuses_inconsistent_branch_heads() {
     let dir = std::env::temp_dir().join(format!("eikoloc-branch-cli-{}", std::process::id()));
@@ -973,12 +988,7 @@ fn train_cli_refuses_inconsistent_branch_heads() {
     .unwrap();
     let run = |extra: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_eikoloc"))
-            .args([
-                "train",
-                "--velocity",
-                csv.to_str().unwrap(),
-                "--branch-heads",
-            ])
+            .args(["train", "--velocity", csv.to_str().unwrap()])
             .args(["--out", dir.join("out").to_str().unwrap()])
             .args(extra)
             .output()
@@ -986,10 +996,81 @@ fn train_cli_refuses_inconsistent_branch_heads() {
         assert!(!out.status.success(), "{extra:?} was accepted");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    // branch heads are the default, bare `--branch-heads` says the same
     let err = run(&["--heads", "2"]);
+    assert!(err.contains("--heads 2") && err.contains("3 for"), "{err}");
+    let err = run(&["--branch-heads", "--heads", "2"]);
     assert!(err.contains("--heads 2") && err.contains("3 for"), "{err}");
     let err = run(&["--branch-window", "20"]);
     assert!(err.contains("--branch-window 20"), "{err}");
     assert!(!dir.join("out").exists(), "nothing written on refusal");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Source-depth kink inputs (`depth_kinks_km`): a small net trained with two of them meets
+/// the same thresholds as without (the trainer's and the evaluator's inputs agree, or it
+/// could not), and the evaluator's source gradient, which now has a term per kink below the
+/// source, matches central differences of its own traveltimes away from the kinks.
+#[test]
+fn depth_kink_inputs_train_and_differentiate() {
+    let mut cfg = small_config("kinks", 600, vec![24, 24], PhaseMode::Separate);
+    cfg.architecture.depth_kinks_km = vec![6.0, 13.0];
+    assert_eq!(cfg.architecture.d_in(), 5);
+    let trained = train_small(&cfg);
+    assert_eq!(
+        trained.manifest.architecture.depth_kinks_km,
+        vec![6.0, 13.0]
+    );
+    let model = trained.evaluator().unwrap();
+    let (_, oracle) = gradient_oracle();
+    let rep = validate(&model, &oracle, 3000, 99).unwrap();
+    for p in &rep.phases {
+        assert!(p.rmae < 0.01, "{}: RMAE {}", p.phase, p.rmae);
+        assert!(
+            p.grad_median_rel < 0.1,
+            "{}: gradient {}",
+            p.phase,
+            p.grad_median_rel
+        );
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let (mut checked, mut below_both) = (0, 0);
+    while checked < 200 {
+        let zs: f64 = rng.gen_range(0.5..19.5);
+        if (zs - 6.0).abs() < 0.1 || (zs - 13.0).abs() < 0.1 {
+            continue;
+        }
+        let s = LocalPoint::new(rng.gen_range(-60.0..60.0), rng.gen_range(-60.0..60.0), zs);
+        let r = LocalPoint::new(0.0, 0.0, rng.gen_range(-1.5..0.0));
+        if s.horizontal_distance_km(&r) < 2.0 {
+            continue;
+        }
+        for phase in Phase::ALL {
+            let g = model.traveltime_and_gradient(phase, s, r).unwrap();
+            let h = 0.02;
+            let mut fd = [0.0; 3];
+            for (c, f) in fd.iter_mut().enumerate() {
+                let shift = |d: f64| {
+                    let mut q = s;
+                    match c {
+                        0 => q.x_km += d,
+                        1 => q.y_km += d,
+                        _ => q.z_km += d,
+                    }
+                    model.traveltime_s(phase, q, r).unwrap()
+                };
+                *f = (shift(h) - shift(-h)) / (2.0 * h);
+            }
+            let norm = fd.iter().map(|v| v * v).sum::<f64>().sqrt();
+            for (c, (an, nu)) in g.grad_s_per_km.iter().zip(fd).enumerate() {
+                assert!(
+                    (an - nu).abs() <= 5e-3 * norm,
+                    "zs {zs} component {c}: {an} vs {nu}"
+                );
+            }
+        }
+        below_both += usize::from(zs > 13.0);
+        checked += 1;
+    }
+    assert!(below_both > 20);
 }

@@ -75,25 +75,32 @@ pub struct Args {
     pub arch: String,
     /// Output heads K: tau = min over K heads, so each can learn one traveltime branch (direct
     /// wave, head waves) and the crossover kinks stay sharp; 1 is a plain single-output net.
-    /// Default: 1, or one per layer with the branch term.
+    /// Default: one per layer with branch heads (the default), else 1.
     #[arg(long)]
     pub heads: Option<usize>,
-    /// Branch heads: one head per layer of the layered model, fitted to the paths whose
-    /// deepest layer it is (the head wave along its top, the direct ray from inside it) where
-    /// they arrive near the first arrival, and kept above the first arrival elsewhere; tau =
-    /// min(heads) keeps the crossovers' kinks.
-    #[arg(long)]
+    /// Branch heads (default on; `--branch-heads false` for one plain output): one head per
+    /// layer of the layered model, fitted to the paths whose deepest layer it is (the head wave
+    /// along its top, the direct ray from inside it) where they arrive near the first arrival,
+    /// and kept above the first arrival elsewhere; tau = min(heads) keeps the crossovers' kinks.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
     pub branch_heads: bool,
     /// Weight of the hinge keeping a branch head above the first arrival where its path does
     /// not exist.
     #[arg(long, default_value_t = 1.0)]
     pub w_hinge: f64,
+    /// Source-depth kink inputs (default on; `--depth-kinks false` to leave them out): one
+    /// network input max(z_source - z_j, 0) per velocity interface z_j inside the source-depth
+    /// box, so dT/dz_source can jump there.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true")]
+    pub depth_kinks: bool,
     /// Relative margin a head keeps above the first arrival where its path does not exist.
-    #[arg(long, default_value_t = 0.002)]
+    #[arg(long, default_value_t = 0.001)]
     pub branch_margin: f64,
     /// A branch head is fitted to its path only where that path is within this fraction of
     /// the first arrival (elsewhere only kept above it), 0 to 10.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.005)]
     pub branch_window: f64,
     /// Random seed (initialisation, collocation and validation points).
     #[arg(long, default_value_t = 1)]
@@ -167,6 +174,7 @@ pub fn parse_arch(s: &str) -> anyhow::Result<Architecture> {
         activation: "elu".into(),
         phase_mode,
         heads: 1,
+        depth_kinks_km: Vec::new(),
     })
 }
 
@@ -247,10 +255,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.branch_heads && heads != paths {
         bail!(
             "--heads {heads} with --branch-heads: one head per layer is needed, {paths} for \
-             this {paths}-layer model (leave --heads out)"
+             this {paths}-layer model (leave --heads out, or give --branch-heads false)"
         );
     }
     arch.heads = heads;
+    if a.depth_kinks {
+        arch.depth_kinks_km = reg
+            .velocity
+            .layers()
+            .iter()
+            .skip(1)
+            .map(|l| l.depth_top_km)
+            .filter(|z| *z > reg.bounds.source_depth_min_km && *z < reg.bounds.source_depth_max_km)
+            .collect();
+    }
     let out = a.out.clone().unwrap_or(reg.default_out.clone());
     let mut settings = default_settings(a.steps, a.seed);
     settings.batch_size = a.batch;

@@ -20,6 +20,8 @@ pub struct Sampler<'a> {
     pub inputs: InputKind,
     /// P/S handling (adds the phase input).
     pub phase_mode: PhaseMode,
+    /// Source-depth kink inputs (see [`crate::traveltime::pinn::Architecture::depth_kinks_km`]).
+    pub depth_kinks_km: Vec<f64>,
     /// Box to cover.
     pub bounds: ModelBounds,
     /// Coordinate -> input scaling.
@@ -99,8 +101,9 @@ pub struct Batch {
     /// 1 where the path exists and is within the window of the first arrival, else 0,
     /// `[n, K]`.
     pub branch_mask: Vec<f32>,
-    /// Each path's reference dT/dc_j for the supervised directions (as `grad_ref`; 0 where
-    /// the path does not exist), `[sup_dirs.len(), n, K]`, s/km.
+    /// Each path's reference dT/dr, dT/dz_source and dT/dz_receiver (0 where the path is not
+    /// fitted), `[3, n, K]`, s/km. The receiver depth is supervised too: the eikonal residual
+    /// cannot tell a wave arriving from below from one arriving from above.
     pub branch_grad: Vec<f32>,
 }
 
@@ -134,9 +137,9 @@ struct Geo {
 pub struct Drawn {
     geos: Vec<Geo>,
     refs: Vec<crate::traveltime::TimeAndGradient>,
-    /// Per point, each branch's (T s, dT/dr, dT/dz_source s/km) (T NaN where the path does
-    /// not exist); empty rows without the branch term.
-    branch_t: Vec<Vec<[f64; 3]>>,
+    /// Per point, each branch's (T s, dT/dr, dT/dz_source, dT/dz_receiver s/km) (T NaN
+    /// where the path does not exist); empty rows without the branch term.
+    branch_t: Vec<Vec<[f64; 4]>>,
 }
 
 impl Drawn {
@@ -284,14 +287,14 @@ impl Sampler<'_> {
         })
     }
 
-    /// Each path's (T, dT/dr, dT/dz_source) for `g` (T NaN where it does not exist; empty
-    /// without branches).
-    fn branch_times(&self, g: &Geo) -> Result<Vec<[f64; 3]>, TrainError> {
+    /// Each path's (T, dT/dr, dT/dz_source, dT/dz_receiver) for `g` (T NaN where it does not
+    /// exist; empty without branches).
+    fn branch_times(&self, g: &Geo) -> Result<Vec<[f64; 4]>, TrainError> {
         let Some(ex) = self.branches else {
             return Ok(Vec::new());
         };
         let r = (g.s.x_km - g.r.x_km).hypot(g.s.y_km - g.r.y_km);
-        let mut t = vec![[f64::NAN; 3]; branch_count(ex)];
+        let mut t = vec![[f64::NAN; 4]; branch_count(ex)];
         let deeper = ex.model().layer_index(g.s.z_km.max(g.r.z_km));
         for a in ex
             .arrivals(g.phase, r, g.s.z_km, g.r.z_km)
@@ -300,7 +303,12 @@ impl Sampler<'_> {
             let slot = &mut t[branch_index(a.path, deeper)];
             // NaN (no path yet) or a later path of the same family: keep the earlier one
             if slot[0].is_nan() || a.t_s < slot[0] {
-                *slot = [a.t_s, a.dt_dr_s_per_km, a.dt_dzs_s_per_km];
+                *slot = [
+                    a.t_s,
+                    a.dt_dr_s_per_km,
+                    a.dt_dzs_s_per_km,
+                    a.dt_dzr_s_per_km,
+                ];
             }
         }
         Ok(t)
@@ -311,7 +319,8 @@ impl Sampler<'_> {
         let (geos, refs) = (&drawn.geos, &drawn.refs);
         let n = geos.len();
         let nc = self.inputs.n_coords();
-        let d_in = nc + usize::from(self.phase_mode == PhaseMode::Input);
+        let kink_off = nc + usize::from(self.phase_mode == PhaseMode::Input);
+        let d_in = kink_off + self.depth_kinks_km.len();
         let k = nc;
         let sup = sup_dirs(self.inputs);
         let mut bt = Batch {
@@ -341,7 +350,7 @@ impl Sampler<'_> {
         }
         bt.branch_tau.reserve(n * nb);
         bt.branch_mask.reserve(n * nb);
-        bt.branch_grad = vec![0.0; 2 * n * nb];
+        bt.branch_grad = vec![0.0; 3 * n * nb];
         for (i, (g, rf)) in geos.iter().zip(refs).enumerate() {
             let d = [
                 g.s.x_km - g.r.x_km,
@@ -395,6 +404,15 @@ impl Sampler<'_> {
             if self.phase_mode == PhaseMode::Input {
                 bt.x[i * d_in + nc] = if g.phase == Phase::P { -1.0 } else { 1.0 };
             }
+            // kink inputs max(z_s - z_j, 0) / hw and their tangent along the source depth
+            let zi = self.inputs.source_depth_index();
+            let inv = 1.0 / self.scaling.half_width_km[zi];
+            for (j, zk) in self.depth_kinks_km.iter().enumerate() {
+                bt.x[i * d_in + kink_off + j] = ((g.s.z_km - zk).max(0.0) * inv) as f32;
+                if g.s.z_km > *zk {
+                    bt.seeds[(zi * n + i) * d_in + kink_off + j] = inv as f32;
+                }
+            }
             bt.t0[i] = t0 as f32;
             bt.tau_ref[i] = (rf.t_s / t0) as f32;
             // the reference gradient is dT/d(source x, y, z); in the radial frame the source
@@ -421,8 +439,9 @@ impl Sampler<'_> {
                         .push((if exists { tb[0] } else { rf.t_s } / t0) as f32);
                     bt.branch_mask.push(if exists { 1.0 } else { 0.0 });
                     if exists {
-                        bt.branch_grad[i * nb + j] = tb[1] as f32;
-                        bt.branch_grad[(n + i) * nb + j] = tb[2] as f32;
+                        for c in 0..3 {
+                            bt.branch_grad[(c * n + i) * nb + j] = tb[c + 1] as f32;
+                        }
                     }
                 }
             }

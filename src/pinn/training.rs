@@ -58,7 +58,9 @@ pub struct TrainConfig {
 
 /// Default settings, tuned on the Ridgecrest 1-D model (README, "Eikonal PINN"): the Adam
 /// warm start and the L-BFGS stage's batch, redraw and memory of `eikoloc train`'s recipe, with
-/// the L-BFGS stage itself off (`lbfgs_iters` 0) until the caller sets its iterations.
+/// the L-BFGS stage itself off (`lbfgs_iters` 0) until the caller sets its iterations, and
+/// branch heads off (they need a layered model: `eikoloc train` turns them on, with the
+/// architecture's one head per layer and depth kinks).
 pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
     TrainingSettings {
         steps,
@@ -84,8 +86,8 @@ pub fn default_settings(steps: usize, seed: u64) -> TrainingSettings {
         time_loss_power: 2.0,
         branch_heads: false,
         w_hinge: 1.0,
-        branch_margin: 0.002,
-        branch_window: 0.01,
+        branch_margin: 0.001,
+        branch_window: 0.005,
         wall_time_s: 0.0,
     }
 }
@@ -403,7 +405,9 @@ pub fn loss(
 }
 
 /// The loss of a branch-headed net, smooth in the weights (no min): each head's time,
-/// source-gradient and eikonal terms (as in [`loss`]) where its path exists, summed over heads
+/// gradient (source and receiver coordinates: the eikonal residual alone admits a receiver
+/// slope of either sign, and a head can settle on the wrong one) and eikonal terms (as in
+/// [`loss`]) where its path exists, summed over heads
 /// and averaged over points, plus the hinge (w_hinge) that keeps every other head at least
 /// `branch_margin` (relative) above the first arrival. Heads `[n, K]`, tangents `[k n, K]`.
 pub fn branch_loss(
@@ -436,26 +440,28 @@ pub fn branch_loss(
     let dt = dt0 * heads.repeat_dim(0, k) + t0 * dheads;
     let dir = |j: usize| dt.clone().narrow(0, j * n, n);
 
-    let sup = sup_dirs(arch.inputs);
+    // every radial coordinate (r, z_source, z_receiver), each weighted by the velocity at
+    // its end, so the error is relative to the local slowness
     let v_src = tensor2(b.v_src.clone(), n, 1, device).repeat_dim(1, kb);
+    let v_rec = tensor2(b.v_rec.clone(), n, 1, device).repeat_dim(1, kb);
     let mut g_err = Tensor::<2>::zeros([n, kb], device);
-    for (a, &j) in sup.iter().enumerate() {
+    for j in 0..3 {
         let g_ref = tensor2(
-            b.branch_grad[a * n * kb..(a + 1) * n * kb].to_vec(),
+            b.branch_grad[j * n * kb..(j + 1) * n * kb].to_vec(),
             n,
             kb,
             device,
         );
-        g_err = g_err + ((dir(j) - g_ref) * v_src.clone()).powi_scalar(2);
+        let v = if j == 2 { v_rec.clone() } else { v_src.clone() };
+        g_err = g_err + ((dir(j) - g_ref) * v).powi_scalar(2);
     }
-    let l_grad = per_point(g_err * mask.clone()).div_scalar(sup.len() as f64);
+    let l_grad = per_point(g_err * mask.clone()).div_scalar(3.0);
 
     let rec = rec_dirs(arch.inputs);
     let mut sq = Tensor::<2>::zeros([n, kb], device);
     for &j in rec {
         sq = sq + dir(j).powi_scalar(2);
     }
-    let v_rec = tensor2(b.v_rec.clone(), n, 1, device).repeat_dim(1, kb);
     let l_eik = per_point(((sq + 1e-12).sqrt() * v_rec - 1.0).powi_scalar(2) * mask);
 
     let total = l_time.clone().mul_scalar(s.w_time)
@@ -556,6 +562,7 @@ pub fn train(
     let sampler = Sampler {
         inputs: cfg.architecture.inputs,
         phase_mode: cfg.architecture.phase_mode,
+        depth_kinks_km: cfg.architecture.depth_kinks_km.clone(),
         bounds: cfg.bounds,
         scaling: InputScaling::for_bounds(cfg.architecture.inputs, &cfg.bounds),
         background: crate::traveltime::AnalyticModel::new(

@@ -77,6 +77,13 @@ impl InputKind {
             InputKind::Cartesian3d => 6,
         }
     }
+    /// Index of the source depth among the coordinates.
+    pub fn source_depth_index(self) -> usize {
+        match self {
+            InputKind::Radial1d => 1,
+            InputKind::Cartesian3d => 2,
+        }
+    }
 }
 
 /// How P and S are handled.
@@ -91,7 +98,7 @@ pub enum PhaseMode {
 
 /// Network shape: inputs, hidden ELU layers, a linear output layer of `heads` heads
 /// (tau = the smallest head).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Architecture {
     /// Input coordinates.
     pub inputs: InputKind,
@@ -106,6 +113,12 @@ pub struct Architecture {
     /// older manifests: 1.
     #[serde(default = "one_head")]
     pub heads: usize,
+    /// Source-depth kink inputs: one input max(z_source - z_j, 0) / (source depth half
+    /// width) per depth z_j (km, the velocity interfaces inside the source box), so that the
+    /// net can represent the jump of dT/dz_source where a source crosses an interface, which
+    /// smooth inputs only round. Empty (older manifests): none.
+    #[serde(default)]
+    pub depth_kinks_km: Vec<f64>,
 }
 
 fn one_head() -> usize {
@@ -113,8 +126,12 @@ fn one_head() -> usize {
 }
 
 impl Architecture {
-    /// Number of network inputs (coordinates plus the phase input, if any).
+    /// Number of network inputs (coordinates, the phase input if any, the depth kinks).
     pub fn d_in(&self) -> usize {
+        self.kink_offset() + self.depth_kinks_km.len()
+    }
+    /// Index of the first depth-kink input (after the coordinates and the phase input).
+    pub fn kink_offset(&self) -> usize {
         self.inputs.n_coords() + usize::from(self.phase_mode == PhaseMode::Input)
     }
     /// Layer widths from input to output, e.g. `[3, 32, 32, 1]` (the last is `heads`).
@@ -147,10 +164,15 @@ impl Architecture {
                 .collect::<Vec<_>>()
                 .join("-")
         };
-        if self.heads > 1 {
-            format!("{kind}-{h}-min{}-{mode}", self.heads)
+        let kinks = if self.depth_kinks_km.is_empty() {
+            String::new()
         } else {
-            format!("{kind}-{h}-{mode}")
+            format!("-kinks{}", self.depth_kinks_km.len())
+        };
+        if self.heads > 1 {
+            format!("{kind}-{h}-min{}{kinks}-{mode}", self.heads)
+        } else {
+            format!("{kind}-{h}{kinks}-{mode}")
         }
     }
 }
@@ -395,7 +417,8 @@ pub struct TrainingSettings {
     #[serde(default)]
     pub lbfgs_adaptive_power: f64,
     /// Power p of the supervised time term: (mean |relative error|^p)^(2/p); 2 (or 0, older
-    /// manifests) is the mean square, a larger p weighs the tail (the p99) more.
+    /// manifests) is the mean square, a larger p weighs the tail (the p99) more. Branch heads
+    /// use the mean square.
     #[serde(default)]
     pub time_loss_power: f64,
     /// Branch heads (older manifests read as off): head j is fitted to the paths whose deepest
@@ -984,6 +1007,12 @@ impl PinnModel {
                 manifest.architecture.activation
             )));
         }
+        let kinks = &manifest.architecture.depth_kinks_km;
+        if kinks.len() > 64 || kinks.iter().any(|z| !z.is_finite()) {
+            return Err(merr(format!(
+                "depth_kinks_km: expected at most 64 finite depths, got {kinks:?}"
+            )));
+        }
         manifest
             .bounds
             .validate()
@@ -1163,6 +1192,14 @@ impl PinnModel {
         if a.phase_mode == PhaseMode::Input {
             u[c.len()] = if phase == Phase::P { -1.0 } else { 1.0 };
         }
+        if !a.depth_kinks_km.is_empty() {
+            let zi = a.inputs.source_depth_index();
+            let inv = 1.0 / sc.half_width_km[zi];
+            let off = a.kink_offset();
+            for (j, zk) in a.depth_kinks_km.iter().enumerate() {
+                u[off + j] = ((s.z_km - zk).max(0.0) * inv) as f32;
+            }
+        }
     }
 
     fn check_inside(&self, s: &LocalPoint, r: &LocalPoint) -> Result<(), TraveltimeError> {
@@ -1268,6 +1305,16 @@ impl PinnModel {
                     InputKind::Cartesian3d => {
                         for c in 0..3 {
                             g[c] += t0 * gu[c] as f64 / sc.half_width_km[c];
+                        }
+                    }
+                }
+                // the kink inputs max(z_s - z_j, 0) / hw move with the source depth below z_j
+                if !a.depth_kinks_km.is_empty() {
+                    let inv = 1.0 / sc.half_width_km[a.inputs.source_depth_index()];
+                    let off = a.kink_offset();
+                    for (j, zk) in a.depth_kinks_km.iter().enumerate() {
+                        if s.z_km > *zk {
+                            g[2] += t0 * gu[off + j] as f64 * inv;
                         }
                     }
                 }
