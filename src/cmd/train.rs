@@ -237,11 +237,30 @@ fn region_from_config(dir: &std::path::Path, name: Option<String>) -> anyhow::Re
 pub fn run(a: Args) -> anyhow::Result<()> {
     let reg = region(&a)?;
     let mut arch = parse_arch(&a.arch)?;
-    if !(0.0..=100.0).contains(&a.w_hinge) {
-        bail!("--w-hinge {}: expected 0 to 100", a.w_hinge);
-    }
-    if !(0.0..=0.1).contains(&a.branch_margin) {
-        bail!("--branch-margin {}: expected 0 to 0.1", a.branch_margin);
+    // every float option's range, checked before anything is trained or written
+    for (name, v, lo, hi) in [
+        ("--w-hinge", a.w_hinge, 0.0, 100.0),
+        ("--branch-margin", a.branch_margin, 0.0, 0.1),
+        ("--branch-window", a.branch_window, 0.0, 10.0),
+        ("--lbfgs-adaptive", a.lbfgs_adaptive, 0.0, 1.0),
+        ("--lbfgs-adaptive-power", a.lbfgs_adaptive_power, 0.0, 8.0),
+        ("--time-loss-power", a.time_loss_power, 2.0, 16.0),
+        (
+            "--frac-near-source",
+            a.frac_near_source.unwrap_or(0.0),
+            0.0,
+            1.0,
+        ),
+        (
+            "--frac-near-interface",
+            a.frac_near_interface.unwrap_or(0.0),
+            0.0,
+            1.0,
+        ),
+    ] {
+        if !(lo..=hi).contains(&v) {
+            bail!("{name} {v}: expected {lo} to {hi}");
+        }
     }
     let paths = reg.velocity.layers().len();
     let heads = match a.heads {
@@ -277,34 +296,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     settings.lbfgs_batch = a.lbfgs_batch;
     settings.lbfgs_redraw = a.lbfgs_redraw;
     settings.lbfgs_memory = a.lbfgs_memory;
-    if !(0.0..=1.0).contains(&a.lbfgs_adaptive) {
-        bail!(
-            "--lbfgs-adaptive {}: give a fraction in 0..1",
-            a.lbfgs_adaptive
-        );
-    }
     if !(2..=64).contains(&a.lbfgs_adaptive_pool) {
         bail!(
             "--lbfgs-adaptive-pool {}: expected 2 to 64",
             a.lbfgs_adaptive_pool
         );
     }
-    if !(0.0..=8.0).contains(&a.lbfgs_adaptive_power) {
-        bail!(
-            "--lbfgs-adaptive-power {}: expected 0 to 8",
-            a.lbfgs_adaptive_power
-        );
-    }
-    if !(2.0..=16.0).contains(&a.time_loss_power) {
-        bail!("--time-loss-power {}: expected 2 to 16", a.time_loss_power);
-    }
     settings.time_loss_power = a.time_loss_power;
     settings.branch_heads = a.branch_heads;
     settings.w_hinge = a.w_hinge;
     settings.branch_margin = a.branch_margin;
-    if !(0.0..=10.0).contains(&a.branch_window) {
-        bail!("--branch-window {}: expected 0 to 10", a.branch_window);
-    }
     settings.branch_window = a.branch_window;
     settings.lbfgs_adaptive_frac = a.lbfgs_adaptive;
     settings.lbfgs_adaptive_pool = a.lbfgs_adaptive_pool;
@@ -320,16 +321,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = a.w_eikonal {
         settings.w_eikonal = v;
-    }
-    for (name, v) in [
-        ("--frac-near-source", a.frac_near_source),
-        ("--frac-near-interface", a.frac_near_interface),
-    ] {
-        if let Some(v) = v {
-            if !(0.0..=1.0).contains(&v) {
-                anyhow::bail!("{name} {v}: give a fraction in 0..1");
-            }
-        }
     }
     if let Some(v) = a.frac_near_source {
         settings.frac_near_source = v;
