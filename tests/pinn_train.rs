@@ -931,6 +931,7 @@ fn branch_heads_learn_their_paths() {
         right += usize::from(won == order[0]);
     }
     assert!(total > 500, "{total}");
+    println!("the exact first path's head won {right} of {total} points");
     assert!(
         right as f64 >= 0.95 * total as f64,
         "the expected head won {right} of {total}"
@@ -1003,6 +1004,8 @@ fn train_cli_refuses_inconsistent_branch_heads() {
     assert!(err.contains("--heads 2") && err.contains("3 for"), "{err}");
     let err = run(&["--branch-window", "20"]);
     assert!(err.contains("--branch-window 20"), "{err}");
+    let err = run(&["--arch", "cartesian3d:8x2"]);
+    assert!(err.contains("--branch-heads false"), "{err}");
     assert!(!dir.join("out").exists(), "nothing written on refusal");
     std::fs::remove_dir_all(&dir).ok();
 }

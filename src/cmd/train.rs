@@ -262,6 +262,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             bail!("{name} {v}: expected {lo} to {hi}");
         }
     }
+    if a.branch_heads && arch.inputs != InputKind::Radial1d {
+        bail!("branch heads are implemented for radial1d inputs only: give --branch-heads false with --arch {}", a.arch);
+    }
     let paths = reg.velocity.layers().len();
     let heads = match a.heads {
         Some(h) => h,

@@ -26,7 +26,7 @@ use super::{TrainError, BURN_VERSION};
 use crate::domain::Phase;
 use crate::traveltime::layered_exact::LayeredExact;
 use crate::traveltime::pinn::{
-    Architecture, Background, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode,
+    Architecture, Background, InputKind, InputScaling, LayerSpec, ModelBounds, NetSpec, PhaseMode,
     PinnManifest, PinnModel, TrainingSettings, ValidationReport, VelocityInfo, FORMAT_VERSION,
 };
 use crate::traveltime::pinn_check::{reference_values, sample_rows, summarize, Row};
@@ -102,8 +102,8 @@ pub struct TrainInputs<'a> {
     pub reference: &'a dyn TraveltimeModel,
     /// Depths of velocity discontinuities, km.
     pub interfaces_km: Vec<f64>,
-    /// The layered solver's separate paths, for the branch term (needed when
-    /// [`TrainingSettings::w_branch`] > 0; the net then needs one head per path family).
+    /// The layered solver's separate paths, for branch heads (needed when
+    /// [`TrainingSettings::branch_heads`] is set; the net then needs one head per layer).
     pub branches: Option<&'a LayeredExact>,
 }
 
@@ -167,7 +167,8 @@ pub struct LossTerms {
     pub total: Tensor<1>,
     /// Supervised time term.
     pub time: Tensor<1>,
-    /// Supervised source-gradient term.
+    /// Supervised gradient term (source coordinates; with branch heads also the receiver
+    /// depth).
     pub grad: Tensor<1>,
     /// Eikonal residual term.
     pub eikonal: Tensor<1>,
@@ -533,6 +534,11 @@ pub fn train(
                 "branch heads need a layered velocity model".into(),
             ));
         };
+        if cfg.architecture.inputs != InputKind::Radial1d {
+            return Err(TrainError::Config(
+                "branch heads are implemented for radial1d inputs only".into(),
+            ));
+        }
         let k = branch_count(ex);
         if cfg.architecture.heads != k {
             return Err(TrainError::Config(format!(
